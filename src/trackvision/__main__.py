@@ -1,0 +1,3 @@
+from trackvision.cli import main
+
+main()

@@ -1,0 +1,81 @@
+"""``trackvision <stage>``: one thin command per DVC stage, over the functions in ``stages``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from trackvision.errors import TrackvisionError
+
+log = logging.getLogger("trackvision")
+
+STAGES = ("download", "balance", "augment", "train", "evaluate", "compare")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trackvision", description="Tracked, reproducible image-classification experiments."
+    )
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
+    for stage in STAGES:
+        p = sub.add_parser(stage, help=f"run the {stage} stage")
+        if stage in ("train", "evaluate"):
+            p.add_argument(
+                "--model",
+                action="append",
+                dest="models",
+                metavar="NAME",
+                help="model to run (repeatable); default: every name in train.models",
+            )
+    sub.add_parser("check", help="validate params.yaml and exit")
+    return parser
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        # Imported here so `--help` is instant and config errors come before heavy imports.
+        from trackvision.config import load_config
+
+        config = load_config(args.params)
+        if args.stage == "check":
+            log.info("%s: valid", args.params)
+            return 0
+        from trackvision import stages
+        from trackvision.layout import Layout
+
+        layout = Layout(Path.cwd())
+        if args.stage in ("train", "evaluate"):
+            names = args.models or list(config.models)
+            for name in names:
+                if name not in config.models:
+                    from trackvision.models.zoo import check_model_name
+
+                    check_model_name(name, "--model")
+                getattr(stages, args.stage)(config, layout, name)
+        else:
+            getattr(stages, args.stage)(config, layout)
+    except TrackvisionError as exc:
+        log.error("%s", exc)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return 130
+    return 0
+
+
+def main() -> None:
+    sys.exit(run())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Datasets: sources, image decoding, balancing and splitting, augmentation, packed splits."""

@@ -1,0 +1,82 @@
+"""Augmentation: seeded offline copies of the training split, and cheap online batch transforms."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchvision.transforms import v2
+from tqdm import tqdm
+
+from trackvision.data.packed import Split
+
+
+@dataclass(frozen=True)
+class AugmentSettings:
+    """How each offline copy is made (``augment.*`` in params.yaml)."""
+
+    copies: int
+    rotation: float  # max degrees either way
+    hflip: float  # probability
+    crop_scale: float  # smallest area fraction kept by the random crop
+    color_jitter: float  # brightness/contrast/saturation strength
+    seed: int
+
+
+def build_transform(settings: AugmentSettings, size: int, channels: int) -> v2.Compose:
+    """The offline transform for uint8 CHW tensors of side ``size``."""
+    jitter = settings.color_jitter
+    steps: list[torch.nn.Module] = []
+    if settings.rotation > 0:
+        steps.append(
+            v2.RandomRotation(settings.rotation, interpolation=v2.InterpolationMode.BILINEAR)
+        )
+    if settings.hflip > 0:
+        steps.append(v2.RandomHorizontalFlip(settings.hflip))
+    if settings.crop_scale < 1:
+        steps.append(
+            v2.RandomResizedCrop(size, scale=(settings.crop_scale, 1.0), ratio=(0.8, 1.25))
+        )
+    if jitter > 0:
+        # Saturation means nothing for greyscale images.
+        steps.append(v2.ColorJitter(jitter, jitter, jitter if channels == 3 else 0))
+    return v2.Compose(steps)
+
+
+def augment_split(split: Split, settings: AugmentSettings) -> Split:
+    """Originals followed by ``copies`` augmented versions of each, reproducible from the seed."""
+    if settings.copies == 0:
+        return Split(np.asarray(split.images), np.asarray(split.labels))
+    n, h, _, c = split.images.shape
+    transform = build_transform(settings, h, c)
+    copies = np.empty((settings.copies * n, *split.images.shape[1:]), dtype=np.uint8)
+    # Forked so the seed fixes these copies without disturbing anyone else's random state.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(settings.seed)
+        for k in tqdm(range(settings.copies * n), desc="augment", unit="img"):
+            img = torch.from_numpy(np.array(split.images[k % n])).permute(2, 0, 1)
+            copies[k] = transform(img).permute(1, 2, 0).numpy()
+    images = np.concatenate([np.asarray(split.images), copies])
+    labels = np.concatenate(
+        [np.asarray(split.labels)] + [np.asarray(split.labels)] * settings.copies
+    )
+    return Split(images, labels)
+
+
+def random_flip_shift(
+    x: torch.Tensor, generator: torch.Generator, max_shift: int, flip: bool = True
+) -> torch.Tensor:
+    """Online augmentation on a float NCHW batch: random horizontal flips and translations."""
+    n, _, h, w = x.shape
+    if flip:
+        mask = torch.rand(n, generator=generator) < 0.5
+        x = torch.where(mask[:, None, None, None].to(x.device), x.flip(3), x)
+    if max_shift > 0:
+        padded = F.pad(x, (max_shift,) * 4, mode="replicate")
+        offsets = torch.randint(0, 2 * max_shift + 1, (n, 2), generator=generator).tolist()
+        x = torch.stack(
+            [padded[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(offsets)]
+        )
+    return x

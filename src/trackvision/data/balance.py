@@ -1,0 +1,173 @@
+"""Decode, de-duplicate, split (stratified) and balance a folder of images by class.
+
+Order matters for leakage: exact duplicates are removed *before* splitting, so one picture can never
+sit in two splits; oversampling repeats images *after* splitting and only inside the training split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from trackvision.data.images import IMAGE_SUFFIXES, ImageDecodeError, load_image
+from trackvision.data.packed import SPLITS, Split
+from trackvision.errors import DataError
+
+STRATEGIES = ("undersample", "oversample", "none")
+
+
+@dataclass
+class BalancedSet:
+    """Everything the balance stage writes: packed splits, manifest rows and a report."""
+
+    classes: list[str]
+    splits: dict[str, Split]
+    manifest: list[dict[str, str]]
+    report: dict = field(default_factory=dict)
+
+
+def scan_class_folders(raw_dir: Path) -> tuple[list[str], list[tuple[Path, int]]]:
+    """Classes are the sub-folders of ``raw_dir`` (sorted); files are taken in sorted order."""
+    if not raw_dir.is_dir():
+        raise DataError(f"{raw_dir}: no such folder; run the download stage first")
+    classes = sorted(p.name for p in raw_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if len(classes) < 2:
+        raise DataError(f"{raw_dir}: need at least 2 class folders, found {classes or 'none'}")
+    files = [
+        (p, label)
+        for label, name in enumerate(classes)
+        for p in sorted((raw_dir / name).rglob("*"))
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    ]
+    return classes, files
+
+
+def stratified_split(labels: np.ndarray, ratios: dict[str, float], seed: int) -> np.ndarray:
+    """Assign each index a split name, class by class, so every split keeps the class mix."""
+    rng = np.random.default_rng(seed)
+    assignment = np.empty(len(labels), dtype=object)
+    for label in np.unique(labels):
+        idx = np.flatnonzero(labels == label)
+        rng.shuffle(idx)
+        n = len(idx)
+        n_test = round(n * ratios["test"])
+        n_val = round(n * ratios["val"])
+        # Every split with a non-zero ratio gets at least one image of each class when it can.
+        if n >= 3:
+            n_test = max(n_test, 1) if ratios["test"] > 0 else 0
+            n_val = max(n_val, 1) if ratios["val"] > 0 else 0
+        n_train = n - n_test - n_val
+        assignment[idx[:n_train]] = "train"
+        assignment[idx[n_train : n_train + n_val]] = "val"
+        assignment[idx[n_train + n_val :]] = "test"
+    return assignment
+
+
+def rebalance(
+    indices: np.ndarray, labels: np.ndarray, strategy: str, rng: np.random.Generator
+) -> np.ndarray:
+    """One split's indices, balanced: cut to the rarest class or repeat up to the commonest."""
+    if strategy == "none" or len(indices) == 0:
+        return indices
+    by_class = {c: indices[labels[indices] == c] for c in np.unique(labels[indices])}
+    counts = [len(v) for v in by_class.values()]
+    out = []
+    for members in by_class.values():
+        if strategy == "undersample":
+            out.append(np.sort(rng.choice(members, min(counts), replace=False)))
+        else:  # oversample: keep all, add random repeats
+            extra = rng.choice(members, max(counts) - len(members), replace=True)
+            out.append(np.concatenate([members, np.sort(extra)]))
+    return np.concatenate(out)
+
+
+def build_balanced_set(
+    raw_dir: Path,
+    *,
+    channels: int,
+    image_size: int,
+    ratios: dict[str, float],
+    strategy: str,
+    seed: int,
+    min_per_class: int,
+    relative_to: Path | None = None,
+) -> BalancedSet:
+    """Decode every image once, drop corrupt files and duplicates, split and balance."""
+    if strategy not in STRATEGIES:
+        raise DataError(f"balance.strategy: {strategy!r} is not one of {', '.join(STRATEGIES)}")
+    classes, files = scan_class_folders(raw_dir)
+    images, labels, hashes, paths = [], [], [], []
+    skipped, duplicates = [], []
+    seen: dict[str, Path] = {}
+    for path, label in tqdm(files, desc="decode", unit="img"):
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest in seen:
+            duplicates.append(
+                {"path": _rel(path, relative_to), "same_as": _rel(seen[digest], relative_to)}
+            )
+            continue
+        try:
+            arr = load_image(path, channels, image_size)
+        except ImageDecodeError as exc:
+            skipped.append({"path": _rel(path, relative_to), "reason": str(exc.__cause__ or exc)})
+            continue
+        seen[digest] = path
+        images.append(arr)
+        labels.append(label)
+        hashes.append(digest)
+        paths.append(_rel(path, relative_to))
+
+    labels_arr = np.asarray(labels, dtype=np.int64)
+    before = Counter(int(v) for v in labels_arr)
+    too_small = {
+        name: before.get(c, 0) for c, name in enumerate(classes) if before.get(c, 0) < min_per_class
+    }
+    if too_small:
+        raise DataError(
+            f"{raw_dir}: class(es) below data.min_per_class={min_per_class} after dropping "
+            f"{len(skipped)} unreadable file(s) and {len(duplicates)} duplicate(s): {too_small}"
+        )
+
+    assignment = stratified_split(labels_arr, ratios, seed)
+    rng = np.random.default_rng(seed + 1)
+    stacked = np.stack(images)
+    splits, manifest = {}, []
+    for name in SPLITS:
+        # Repeating images in val/test would only inflate the evaluation: oversample train alone.
+        split_strategy = "none" if strategy == "oversample" and name != "train" else strategy
+        idx = rebalance(np.flatnonzero(assignment == name), labels_arr, split_strategy, rng)
+        splits[name] = Split(stacked[idx], labels_arr[idx])
+        manifest += [
+            {"path": paths[i], "label": classes[labels_arr[i]], "split": name, "sha256": hashes[i]}
+            for i in idx
+        ]
+
+    report = {
+        "classes": classes,
+        "strategy": strategy,
+        "files_found": len(files),
+        "before": {classes[c]: before.get(c, 0) for c in range(len(classes))},
+        "after": {
+            name: {classes[c]: int((s.labels == c).sum()) for c in range(len(classes))}
+            for name, s in splits.items()
+        },
+        "skipped_unreadable": len(skipped),
+        "duplicates_removed": len(duplicates),
+        "skipped": skipped,
+        "duplicates": duplicates,
+    }
+    return BalancedSet(classes, splits, manifest, report)
+
+
+def _rel(path: Path, base: Path | None) -> str:
+    if base is not None:
+        try:
+            return path.resolve().relative_to(base.resolve()).as_posix()
+        except ValueError:
+            pass
+    return path.as_posix()

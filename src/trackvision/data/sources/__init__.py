@@ -1,0 +1,91 @@
+"""Registry of dataset sources: ``@register_source`` one function per source, looked up by name.
+
+A source writes ``<out_dir>/<class name>/<image files>`` and returns a summary. Its options are a
+dataclass, filled from ``params.yaml`` key ``data.<source name>``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from trackvision.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Source:
+    """One registered dataset source."""
+
+    name: str
+    fetch: Callable[[Path, Any], dict[str, Any]]
+    options: type
+    channels: int  # colour channels its images are packed with (1 grey, 3 RGB)
+    description: str
+
+
+_SOURCES: dict[str, Source] = {}
+
+
+def register_source(
+    name: str, *, options: type, channels: int
+) -> Callable[[Callable[[Path, Any], dict[str, Any]]], Callable[[Path, Any], dict[str, Any]]]:
+    """Decorator: register ``fn(out_dir, options) -> summary`` as the source ``name``."""
+
+    def wrap(fn: Callable[[Path, Any], dict[str, Any]]) -> Callable[[Path, Any], dict[str, Any]]:
+        if name in _SOURCES:
+            raise ValueError(f"source {name!r} is registered twice")
+        doc = (fn.__doc__ or "").strip().splitlines()
+        _SOURCES[name] = Source(name, fn, options, channels, doc[0] if doc else "")
+        return fn
+
+    return wrap
+
+
+def _load_builtin() -> None:
+    # Imported for their registration side effect; kept here so the registry is always complete.
+    from trackvision.data.sources import digits, synthetic_text  # noqa: F401
+
+
+def available_sources() -> list[str]:
+    """Names of every registered source."""
+    _load_builtin()
+    return sorted(_SOURCES)
+
+
+def get_source(name: str) -> Source:
+    """The source registered as ``name``; a ConfigError listing the choices otherwise."""
+    _load_builtin()
+    try:
+        return _SOURCES[name]
+    except KeyError:
+        raise ConfigError(
+            f"data.source: unknown source {name!r}; available: {', '.join(available_sources())}"
+        ) from None
+
+
+def parse_options(source: Source, raw: dict[str, Any] | None) -> Any:
+    """Build the source's options dataclass from ``data.<name>``, naming any bad key."""
+    raw = dict(raw or {})
+    fields = {f.name: f for f in dataclasses.fields(source.options)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"data.{source.name}: unknown key(s) {', '.join(unknown)}; "
+            f"allowed: {', '.join(fields) or '(none)'}"
+        )
+    for key, value in raw.items():
+        default = fields[key].default
+        if isinstance(default, bool) or default is dataclasses.MISSING:
+            continue
+        if isinstance(default, int | float) and (
+            isinstance(value, bool) or not isinstance(value, int | float)
+        ):
+            raise ConfigError(f"data.{source.name}.{key}: expected a number, got {value!r}")
+    opts = source.options(**raw)
+    check = getattr(opts, "validate", None)
+    if check is not None:
+        check(f"data.{source.name}")
+    return opts

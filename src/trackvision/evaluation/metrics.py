@@ -1,0 +1,69 @@
+"""Classification metrics from logits: accuracy, F1, loss, per-class scores, confusion matrix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import classification_report, confusion_matrix, f1_score
+
+
+def classification_metrics(
+    logits: torch.Tensor, labels: torch.Tensor, classes: list[str]
+) -> dict[str, Any]:
+    """Everything test.json records, computed from raw logits and true labels."""
+    y_true = labels.numpy()
+    y_pred = logits.argmax(1).numpy()
+    label_ids = list(range(len(classes)))
+    report = classification_report(
+        y_true, y_pred, labels=label_ids, target_names=classes, output_dict=True, zero_division=0
+    )
+    return {
+        "n": len(y_true),
+        "accuracy": float((y_true == y_pred).mean()) if len(y_true) else 0.0,
+        "f1_weighted": float(
+            f1_score(y_true, y_pred, labels=label_ids, average="weighted", zero_division=0)
+        ),
+        "f1_macro": float(
+            f1_score(y_true, y_pred, labels=label_ids, average="macro", zero_division=0)
+        ),
+        "loss": float(F.cross_entropy(logits, labels).item()),
+        "per_class": {
+            name: {
+                "precision": float(report[name]["precision"]),
+                "recall": float(report[name]["recall"]),
+                "f1": float(report[name]["f1-score"]),
+                "support": int(report[name]["support"]),
+            }
+            for name in classes
+        },
+        "classes": classes,
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=label_ids).tolist(),
+    }
+
+
+def confusion_records(
+    labels: np.ndarray, predictions: np.ndarray, classes: list[str]
+) -> list[dict[str, str]]:
+    """Per-sample records for ``dvc plots``' confusion template."""
+    return [
+        {"actual": classes[t], "predicted": classes[p]}
+        for t, p in zip(labels, predictions, strict=True)
+    ]
+
+
+def text_report(metrics: dict[str, Any]) -> str:
+    """A plain-text classification report, like scikit-learn's, for humans and MLflow."""
+    lines = [f"{'class':<16}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}"]
+    for name, row in metrics["per_class"].items():
+        lines.append(
+            f"{name:<16}{row['precision']:>10.4f}{row['recall']:>10.4f}{row['f1']:>10.4f}{row['support']:>10d}"
+        )
+    lines.append("")
+    lines.append(
+        f"accuracy {metrics['accuracy']:.4f}   f1_weighted {metrics['f1_weighted']:.4f}   "
+        f"loss {metrics['loss']:.4f}   n {metrics['n']}"
+    )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,36 @@
+"""Where every stage reads and writes, relative to the repository root (dvc.yaml mirrors this)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path
+
+    def raw(self, source: str) -> Path:
+        return self.root / "data" / "raw" / source
+
+    @property
+    def balanced(self) -> Path:
+        return self.root / "data" / "balanced"
+
+    @property
+    def augmented(self) -> Path:
+        return self.root / "data" / "augmented"
+
+    def model_dir(self, model: str) -> Path:
+        return self.root / "models" / model
+
+    def metrics_dir(self, model: str) -> Path:
+        return self.root / "metrics" / model
+
+    @property
+    def balance_report(self) -> Path:
+        return self.root / "metrics" / "balance.json"
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"

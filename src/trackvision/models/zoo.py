@@ -1,0 +1,118 @@
+"""One factory for every model: the project's own (registered here) and any timm model by name.
+
+Adding a model is one decorated builder function, the way timm's ``register_model`` works.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import timm
+from torch import nn
+
+from trackvision.errors import ConfigError, TrackvisionError
+from trackvision.models.cnn import ReportCNN
+from trackvision.models.vit import build_vit
+
+Builder = Callable[..., nn.Module]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    build: Builder  # (in_chans, num_classes, image_size, **arch) -> nn.Module
+    family: str
+
+
+_MODELS: dict[str, ModelEntry] = {}
+
+
+def register_model(name: str, family: str) -> Callable[[Builder], Builder]:
+    """Decorator: register ``build(in_chans, num_classes, image_size, **arch)`` as ``name``."""
+
+    def wrap(build: Builder) -> Builder:
+        if name in _MODELS:
+            raise ValueError(f"model {name!r} is registered twice")
+        _MODELS[name] = ModelEntry(name, build, family)
+        return build
+
+    return wrap
+
+
+register_model("cnn", family="cnn")(ReportCNN)
+register_model("vit", family="vit")(build_vit)
+
+
+def own_models() -> list[str]:
+    """Names of the project's own registered architectures."""
+    return sorted(_MODELS)
+
+
+def model_family(name: str) -> str:
+    """'cnn' or 'vit' for the project's own models, 'timm' for anything else."""
+    return _MODELS[name].family if name in _MODELS else "timm"
+
+
+def check_model_name(name: str, key: str = "train.models") -> None:
+    """Raise a ConfigError naming close matches when ``name`` is neither ours nor timm's."""
+    if name in _MODELS or timm.is_model(name):
+        return
+    close = difflib.get_close_matches(name, [*_MODELS, *timm.list_models()], n=5, cutoff=0.6)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    raise ConfigError(
+        f"{key}: unknown model {name!r}. Allowed: {', '.join(own_models())} or any timm model name "
+        f"(python -c 'import timm; print(timm.list_models())').{hint}"
+    )
+
+
+def check_arch_options(name: str, arch: dict[str, Any]) -> None:
+    """Reject ``models.<name>.*`` keys the project's own builder does not take."""
+    if name not in _MODELS:
+        return  # timm validates its own keyword arguments when the model is created
+    params = inspect.signature(_MODELS[name].build).parameters
+    allowed = [p for p in params if p not in ("in_chans", "num_classes", "image_size")]
+    unknown = sorted(set(arch) - set(allowed))
+    if unknown:
+        raise ConfigError(
+            f"models.{name}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(allowed)} "
+            "and the train.* hyperparameters"
+        )
+
+
+def create_model(
+    name: str,
+    *,
+    num_classes: int,
+    in_chans: int,
+    image_size: int,
+    pretrained: str = "none",
+    arch: dict[str, Any] | None = None,
+) -> nn.Module:
+    """Build model ``name`` with a ``num_classes`` head for ``in_chans``-channel input."""
+    arch = dict(arch or {})
+    check_model_name(name, "model")
+    if name in _MODELS:
+        if pretrained != "none":
+            raise ConfigError(f"models.{name}.pretrained: {name} is trained from scratch; use none")
+        check_arch_options(name, arch)
+        try:
+            return _MODELS[name].build(in_chans, num_classes, image_size, **arch)
+        except ValueError as exc:
+            raise ConfigError(f"models.{name}: {exc}") from exc
+    try:
+        return timm.create_model(
+            name, pretrained=pretrained == "hub", num_classes=num_classes, in_chans=in_chans, **arch
+        )
+    except TypeError as exc:
+        raise ConfigError(f"models.{name}: timm rejected an option: {exc}") from exc
+    except (OSError, RuntimeError) as exc:
+        if pretrained == "hub":
+            raise TrackvisionError(
+                f"models.{name}.pretrained=hub: could not fetch the weights from the Hugging Face "
+                f"hub ({exc}). Work online, or set models.{name}.pretrained: none"
+            ) from exc
+        raise

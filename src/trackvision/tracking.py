@@ -1,0 +1,210 @@
+"""Experiment tracking behind a small interface: MLflow for real runs, a no-op for tests.
+
+Stages talk to a ``Tracker``; only this module imports MLflow. Where the store lives:
+``MLFLOW_TRACKING_URI`` if set (a team server), else ``mlflow.tracking_uri`` from params.yaml,
+else ``sqlite:///<repo root>/mlflow.db``. The repo root is ``DVC_ROOT`` when DVC runs the stage,
+which matters for ``dvc exp run --queue/--temp``: those run in a temporary copy of the repo that is
+deleted afterwards, so the store and the artifacts must be anchored in the real one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+
+class Tracker(Protocol):
+    """What stages and the training loop may record about a run."""
+
+    run_id: str | None
+
+    def log_params(self, params: Mapping[str, Any]) -> None: ...
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None: ...
+    def set_tags(self, tags: Mapping[str, str]) -> None: ...
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None: ...
+    def log_model(self, model: nn.Module, input_example: np.ndarray) -> None: ...
+    def close(self, status: str = "FINISHED") -> None: ...
+
+
+class NullTracker:
+    """Records nothing: for tests and for ``mlflow.enabled: false``."""
+
+    run_id: str | None = None
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        pass
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        pass
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        pass
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        pass
+
+    def log_model(self, model: nn.Module, input_example: np.ndarray) -> None:
+        pass
+
+    def close(self, status: str = "FINISHED") -> None:
+        pass
+
+
+@contextlib.contextmanager
+def closing_run(tracker: Tracker) -> Iterator[Tracker]:
+    """Close the run when the block ends: FINISHED, KILLED on Ctrl-C, FAILED on any error."""
+    try:
+        yield tracker
+    except KeyboardInterrupt:
+        tracker.close("KILLED")
+        raise
+    except BaseException:
+        tracker.close("FAILED")
+        raise
+    tracker.close()
+
+
+def repo_root() -> Path:
+    """The main repository: DVC_ROOT under DVC (also inside queued/temp experiments), else cwd."""
+    return Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve()
+
+
+def resolve_tracking_uri(configured: str = "") -> str:
+    """MLFLOW_TRACKING_URI, else the configured URI, else the sqlite file at the repo root."""
+    return (
+        os.environ.get("MLFLOW_TRACKING_URI")
+        or configured
+        or f"sqlite:///{repo_root() / 'mlflow.db'}"
+    )
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'train': {'lr': 1e-4}} -> {'train.lr': 1e-4}; lists become their string form."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def run_context_tags() -> dict[str, str]:
+    """Git commit, DVC experiment name and stage, when there are any."""
+    tags: dict[str, str] = {}
+    commit = os.environ.get("DVC_EXP_BASELINE_REV") or _git_commit()
+    if commit:
+        tags["git_commit"] = commit
+        tags["mlflow.source.git.commit"] = commit
+    if os.environ.get("DVC_EXP_NAME"):
+        tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
+    if os.environ.get("DVC_STAGE"):
+        tags["dvc_stage"] = os.environ["DVC_STAGE"]
+    return tags
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+class MlflowTracker:
+    """One MLflow run: started fresh (train) or reopened by id (evaluate adds to its run)."""
+
+    def __init__(
+        self,
+        *,
+        tracking_uri: str,
+        experiment: str,
+        run_name: str | None = None,
+        run_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        import mlflow
+
+        self._mlflow = mlflow
+        mlflow.set_tracking_uri(tracking_uri)
+        exp = mlflow.get_experiment_by_name(experiment)
+        if exp is None:
+            exp_id = self._create_experiment(experiment, tracking_uri)
+        else:
+            exp_id = exp.experiment_id
+        run = mlflow.start_run(
+            run_id=run_id,
+            experiment_id=exp_id,
+            run_name=run_name,
+            tags=dict(tags or {}) if run_id is None else None,
+        )
+        if run_id is not None and tags:
+            mlflow.set_tags(dict(tags))
+        self.run_id = run.info.run_id
+        self.experiment_id = exp_id
+        log.info("MLflow run %s in experiment %r at %s", self.run_id, experiment, tracking_uri)
+
+    def _create_experiment(self, name: str, tracking_uri: str) -> str:
+        # With a local store, pin artifacts next to mlflow.db: an experiment first created inside
+        # a temporary DVC workspace would otherwise keep its artifacts in a folder DVC deletes.
+        location = None
+        if tracking_uri.startswith("sqlite:///"):
+            db = Path(tracking_uri.removeprefix("sqlite:///"))
+            location = (db.parent / "mlruns").resolve().as_uri()
+        try:
+            return self._mlflow.create_experiment(name, artifact_location=location)
+        except Exception:  # created meanwhile by a concurrent run: use theirs
+            exp = self._mlflow.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            return exp.experiment_id
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        # MLflow params are immutable: only log keys this run has not logged yet.
+        existing = self._mlflow.get_run(self.run_id).data.params
+        fresh = {k: str(v) for k, v in params.items() if k not in existing}
+        if fresh:
+            self._mlflow.log_params(fresh)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        self._mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        self._mlflow.set_tags(dict(tags))
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        self._mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+    def log_model(self, model: nn.Module, input_example: np.ndarray) -> None:
+        import mlflow.pytorch
+        import torch
+        from mlflow.models import infer_signature
+
+        model = model.eval()
+        with torch.no_grad():
+            output = model(torch.from_numpy(input_example)).numpy()
+        mlflow.pytorch.log_model(
+            model,
+            name="model",
+            signature=infer_signature(input_example, output),
+            input_example=input_example,
+            # Given explicitly: inferring them would load the model in a subprocess (slow).
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "timm", "trackvision"],
+            serialization_format="pickle",
+        )
+
+    def close(self, status: str = "FINISHED") -> None:
+        self._mlflow.end_run(status=status)

@@ -1,0 +1,1 @@
+"""Training: the epoch loop (tracker-agnostic) and checkpoints."""

@@ -1,0 +1,56 @@
+"""Shared fixtures: the repository's params, and a tiny config for fast stage tests."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from trackvision.config import Config, parse_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_tracking(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Tests never write to a developer's real MLflow store or pick up a DVC run's context.
+    for var in (
+        "MLFLOW_TRACKING_URI",
+        "DVC_ROOT",
+        "DVC_EXP_NAME",
+        "DVC_STAGE",
+        "DVC_EXP_BASELINE_REV",
+    ):
+        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture
+def params() -> dict[str, Any]:
+    """A fresh copy of the repository's params.yaml as a dict."""
+    return copy.deepcopy(yaml.safe_load((REPO / "params.yaml").read_text()))
+
+
+def tiny_params(params: dict[str, Any], **overrides: Any) -> dict[str, Any]:
+    """The repository's params shrunk to seconds of work."""
+    p = copy.deepcopy(params)
+    p["data"]["synthetic_text"].update(count=80, size=32)
+    p["data"]["image_size"] = 32
+    p["data"]["min_per_class"] = 5
+    p["train"].update(epochs=2, batch_size=16, image_size=32, patience=0)
+    p["models"]["vit"].update(dim=32, depth=1, heads=2)
+    p["mlflow"]["enabled"] = False
+    for dotted, value in overrides.items():
+        node = p
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return p
+
+
+@pytest.fixture
+def tiny_config(params: dict[str, Any]) -> Config:
+    return parse_config(tiny_params(params))

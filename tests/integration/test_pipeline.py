@@ -1,0 +1,140 @@
+"""The real thing: `dvc repro` and `dvc exp run` in a copy of this repository, read back via MLflow.
+
+Tiny params keep it to a few minutes; everything else (DVC, the stage commands, the sqlite
+tracking store, artifacts on disk) is exactly what a user runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, tiny_params
+
+pytestmark = pytest.mark.integration
+
+MODELS = ["cnn", "vit", "mobilevit_xxs"]
+
+
+def _run(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(args)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}"
+            f"\n--- stderr\n{proc.stderr[-4000:]}"
+        )
+    return proc
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """A git+DVC copy of this repository with tiny params, after one `dvc repro`."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    ).stdout.split("\0")
+    dest = tmp_path_factory.mktemp("pipeline") / "repo"
+    for rel in filter(None, listed):
+        src = REPO / rel
+        if src.is_file() and not rel.startswith(("data/raw/", "data/balanced", "data/augmented")):
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    for stale in ("dvc.lock", "metrics", "reports"):  # start from nothing, like a fresh project
+        path = dest / stale
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    tiny = tiny_params(params, **{"train.models": MODELS})
+    tiny["data"]["synthetic_text"]["count"] = 120
+    tiny["mlflow"]["enabled"] = True
+    (dest / "params.yaml").write_text(yaml.safe_dump(tiny, sort_keys=False))
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    env.update(
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+        DVC_NO_ANALYTICS="1",
+        GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@example.com",
+        GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@example.com",
+    )
+    _run(["git", "init", "-q", "-b", "main"], dest, env)
+    _run(["git", "add", "-A"], dest, env)
+    _run(["git", "commit", "-q", "-m", "tiny copy"], dest, env)
+    _run(["dvc", "repro"], dest, env)
+    return dest, env
+
+
+def _client(repo_dir: Path):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(f"sqlite:///{repo_dir / 'mlflow.db'}")
+
+
+def test_repro_tracks_one_complete_run_per_model(repo) -> None:
+    repo_dir, _ = repo
+    client = _client(repo_dir)
+    exp = client.get_experiment_by_name("synthetic_text")
+    assert exp is not None
+    assert exp.artifact_location == (repo_dir / "mlruns").resolve().as_uri()
+    runs = client.search_runs([exp.experiment_id])
+    assert sorted(r.data.params["model.name"] for r in runs) == sorted(MODELS)
+    for run in runs:
+        name = run.data.params["model.name"]
+        assert run.info.status == "FINISHED"
+        assert run.info.run_name == f"{name} @ workspace"
+        assert run.data.params["train.lr"] == "0.001"
+        assert run.data.params["train.epochs"] == "2"
+        assert run.data.tags["data_source"] == "synthetic_text"
+        assert len(run.data.tags["git_commit"]) == 40
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")]
+        assert steps == [1, 2]
+        test_json = json.loads((repo_dir / "metrics" / name / "test.json").read_text())
+        assert run.data.metrics["test_accuracy"] == pytest.approx(test_json["accuracy"])
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
+        assert {"evaluation/confusion.png", "evaluation/report.txt"} <= artifacts
+        local = Path(client.download_artifacts(run.info.run_id, "evaluation/confusion.png"))
+        assert local.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    models = client.search_logged_models(experiment_ids=[exp.experiment_id])
+    assert {m.source_run_id for m in models} == {r.info.run_id for r in runs}
+
+
+def test_second_repro_does_nothing_and_dvc_reads_metrics_and_plots(repo) -> None:
+    repo_dir, env = repo
+    out = _run(["dvc", "repro"], repo_dir, env)
+    assert "Data and pipelines are up to date" in out.stdout
+    metrics = json.loads(_run(["dvc", "metrics", "show", "--json"], repo_dir, env).stdout)
+    shown = json.dumps(metrics)
+    for name in MODELS:
+        assert f"metrics/{name}/test.json" in shown
+    _run(["dvc", "plots", "show", "-o", "plots_html"], repo_dir, env)
+    html = (repo_dir / "plots_html" / "index.html").read_text()
+    assert "confusion.json" in html and "history.csv" in html
+
+
+def test_temp_experiment_lands_in_the_same_store_with_its_name(repo) -> None:
+    repo_dir, env = repo
+    _run(["git", "add", "-A"], repo_dir, env)
+    _run(["git", "commit", "-q", "-m", "after repro"], repo_dir, env)
+    _run(["dvc", "exp", "run", "--temp", "-n", "small-lr", "-S", "train.lr=1e-4"], repo_dir, env)
+    client = _client(repo_dir)
+    exp = client.get_experiment_by_name("synthetic_text")
+    runs = client.search_runs([exp.experiment_id], "tags.dvc_exp_name = 'small-lr'")
+    assert sorted(r.data.params["model.name"] for r in runs) == sorted(MODELS)
+    for run in runs:
+        assert run.data.params["train.lr"] == "0.0001"
+        assert run.info.run_name.endswith("@ small-lr")
+        assert "test_accuracy" in run.data.metrics
+        # Artifacts live in the real repo, not in DVC's deleted temporary workspace.
+        local = Path(client.download_artifacts(run.info.run_id, "evaluation/confusion.png"))
+        assert local.stat().st_size > 0
+    shown = _run(["dvc", "exp", "show", "--json"], repo_dir, env).stdout
+    assert "small-lr" in shown

@@ -1,0 +1,128 @@
+"""Each stage function on tiny data, end to end in a temporary folder, tracking to a temp store."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from tests.conftest import tiny_params
+from trackvision import stages
+from trackvision.cli import run
+from trackvision.config import parse_config
+from trackvision.data.packed import read_split
+from trackvision.layout import Layout
+
+
+@pytest.fixture
+def tiny_run(tmp_path: Path, params):
+    """A finished tiny pipeline (cnn only, MLflow into a temp sqlite store) and its config."""
+    p = tiny_params(params, **{"train.models": ["cnn"], "mlflow.enabled": True})
+    p["mlflow"]["tracking_uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    config = parse_config(p)
+    layout = Layout(tmp_path)
+    stages.download(config, layout)
+    stages.balance(config, layout)
+    stages.augment(config, layout)
+    stages.train(config, layout, "cnn")
+    stages.evaluate(config, layout, "cnn")
+    stages.compare(config, layout)
+    return config, layout
+
+
+def test_stages_write_every_declared_output(tiny_run) -> None:
+    _config, layout = tiny_run
+    assert len(list((layout.raw("synthetic_text") / "text").glob("*.jpg"))) == 40
+    with open(layout.balanced / "manifest.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {r["split"] for r in rows} == {"train", "val", "test"}
+    assert len({r["sha256"] for r in rows}) == len(rows)
+    train = read_split(layout.balanced, "train")
+    augmented = read_split(layout.augmented, "train")
+    assert len(augmented) == 2 * len(train)  # originals + one copy
+    assert (np.asarray(augmented.images[: len(train)]) == np.asarray(train.images)).all()
+    for name in (
+        "model.safetensors",
+        "model.json",
+        "preprocessing.json",
+        "history.json",
+        "train.json",
+    ):
+        assert (layout.model_dir("cnn") / name).is_file(), name
+    metrics = json.loads((layout.metrics_dir("cnn") / "test.json").read_text())
+    assert {"accuracy", "f1_weighted", "loss", "per_class", "confusion_matrix"} <= set(metrics)
+    assert metrics["n"] == len(read_split(layout.balanced, "test"))
+    records = json.loads((layout.metrics_dir("cnn") / "confusion.json").read_text())
+    assert len(records) == metrics["n"] and set(records[0]) == {"actual", "predicted"}
+    for name in ("confusion.png", "curves.png", "history.csv", "report.txt"):
+        assert (layout.metrics_dir("cnn") / name).stat().st_size > 0, name
+    assert "| cnn |" in (layout.reports / "compare.md").read_text()
+
+
+def test_training_run_is_tracked_and_evaluation_joins_it(tiny_run) -> None:
+    from mlflow.tracking import MlflowClient
+
+    config, layout = tiny_run
+    client = MlflowClient(config.mlflow.tracking_uri)
+    exp = client.get_experiment_by_name("synthetic_text")
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 1  # evaluate added to the training run instead of starting another
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.params["train.lr"] == str(config.train.lr)
+    assert run.data.params["model.name"] == "cnn"
+    assert run.data.params["preprocessing.mean"] == "(0.5, 0.5, 0.5)"
+    assert len(run.data.params["data.manifest_sha256"]) == 64
+    assert (
+        run.data.tags["model_family"] == "cnn" and run.data.tags["data_source"] == "synthetic_text"
+    )
+    history = client.get_metric_history(run.info.run_id, "val_accuracy")
+    assert [m.step for m in history] == [1, 2]
+    test_json = json.loads((layout.metrics_dir("cnn") / "test.json").read_text())
+    assert run.data.metrics["test_accuracy"] == pytest.approx(test_json["accuracy"])
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
+    assert "evaluation/confusion.png" in artifacts
+    assert "evaluation/report.txt" in artifacts
+
+
+def test_same_params_same_metrics(tmp_path: Path, params) -> None:
+    p = tiny_params(params, **{"train.models": ["cnn"]})
+    config = parse_config(p)
+    results = []
+    for run_dir in ("a", "b"):
+        layout = Layout(tmp_path / run_dir)
+        for stage in (stages.download, stages.balance, stages.augment):
+            stage(config, layout)
+        stages.train(config, layout, "cnn")
+        results.append(stages.evaluate(config, layout, "cnn"))
+    assert results[0]["accuracy"] == results[1]["accuracy"]
+    assert results[0]["loss"] == results[1]["loss"]
+
+
+def test_cli_bad_params_exit_non_zero_and_write_nothing(
+    tmp_path: Path, params, monkeypatch, caplog
+) -> None:
+    bad = tiny_params(params, **{"train.lr": -1})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(bad))
+    monkeypatch.chdir(tmp_path)
+    assert run(["download"]) == 2
+    assert "train.lr" in caplog.text and "-1" in caplog.text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_cli_unknown_model_flag(tmp_path: Path, params, monkeypatch, caplog) -> None:
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params(params)))
+    monkeypatch.chdir(tmp_path)
+    assert run(["train", "--model", "nosuchnet"]) == 2
+    assert "nosuchnet" in caplog.text
+
+
+def test_cli_missing_inputs_say_what_to_run(tmp_path: Path, params, monkeypatch, caplog) -> None:
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params(params)))
+    monkeypatch.chdir(tmp_path)
+    assert run(["balance"]) == 1
+    assert "download" in caplog.text
