@@ -21,7 +21,8 @@ def test_model_settings_override_shared_ones(params) -> None:
     config = parse_config(params)
     assert config.model("vit").train.lr == 0.0005
     assert config.model("cnn").train.lr == params["train"]["lr"]
-    assert config.model("vit").arch["patch_size"] == 4  # non-hyperparameter keys go to the builder
+    # keys that are not hyperparameters go to the builder
+    assert config.model("vit").arch["patch_size"] == params["models"]["vit"]["patch_size"]
 
 
 def test_any_timm_model_gets_defaults(params) -> None:

@@ -99,9 +99,9 @@ def test_same_seed_same_history() -> None:
 
 def test_early_stopping_keeps_the_best_epoch() -> None:
     settings = dataclasses.replace(SETTINGS, epochs=30, patience=2)
-    result = fit(
-        _model(), _bright_vs_dark(64, 0), _bright_vs_dark(32, 1), settings, PRE, torch.device("cpu")
-    )
+    val = _bright_vs_dark(32, 1)
+    noisy_val = type(val)(val.images, np.random.default_rng(5).integers(0, 2, len(val)))
+    result = fit(_model(), _bright_vs_dark(64, 0), noisy_val, settings, PRE, torch.device("cpu"))
     assert result.stopped_early and len(result.history) < 30
     best = max(r["val_accuracy"] for r in result.history)
     assert result.best_val_accuracy == best

@@ -11,7 +11,8 @@ from trackvision.models.preprocessing import Preprocessing
 
 def to_nchw(images: np.ndarray) -> torch.Tensor:
     """N x H x W x C uint8 array (possibly memory-mapped) -> contiguous N x C x H x W tensor."""
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
+    # A copy: memory-mapped splits are read-only, and torch wants tensors it may write to.
+    return torch.from_numpy(np.array(images, copy=True)).permute(0, 3, 1, 2).contiguous()
 
 
 @torch.no_grad()
