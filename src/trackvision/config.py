@@ -14,7 +14,6 @@ from typing import Any
 
 import yaml
 
-from trackvision.data.augment import AugmentSettings
 from trackvision.data.balance import STRATEGIES
 from trackvision.data.sources import get_source, parse_options
 from trackvision.errors import ConfigError
@@ -31,6 +30,18 @@ class DataConfig:
     min_per_class: int
     options: Any  # the source's own options dataclass (``data.<source>``)
     channels: int
+
+
+@dataclass(frozen=True)
+class AugmentSettings:
+    """How each offline copy is made (``augment.*`` in params.yaml)."""
+
+    copies: int
+    rotation: float  # max degrees either way
+    hflip: float  # probability
+    crop_scale: float  # smallest area fraction kept by the random crop
+    color_jitter: float  # brightness/contrast/saturation strength
+    seed: int
 
 
 @dataclass(frozen=True)

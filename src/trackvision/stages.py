@@ -26,8 +26,6 @@ from trackvision.data.balance import build_balanced_set
 from trackvision.data.packed import read_classes, read_split, write_classes, write_split
 from trackvision.data.sources import get_source
 from trackvision.errors import DataError
-from trackvision.evaluation.metrics import classification_metrics, confusion_records, text_report
-from trackvision.evaluation.plots import confusion_png, curves_png
 from trackvision.layout import Layout
 from trackvision.models.inference import pick_device, predict_logits, to_nchw
 from trackvision.models.preprocessing import resolve_preprocessing
@@ -240,6 +238,14 @@ def evaluate(
     config: Config, layout: Layout, model_name: str, tracker_factory: TrackerFactory = open_tracker
 ) -> dict[str, Any]:
     """Score one trained model on the test split; add the results to its training run."""
+    # Imported here: scikit-learn and matplotlib cost seconds that the other stages need not pay.
+    from trackvision.evaluation.metrics import (
+        classification_metrics,
+        confusion_records,
+        text_report,
+    )
+    from trackvision.evaluation.plots import confusion_png, curves_png
+
     model_dir = layout.model_dir(model_name)
     model, card, preprocess = load_checkpoint(model_dir)
     test = read_split(layout.balanced, "test")

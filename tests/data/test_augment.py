@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from trackvision.data.augment import AugmentSettings, augment_split, random_flip_shift
+from trackvision.config import AugmentSettings
+from trackvision.data.augment import augment_split, random_flip_shift
 from trackvision.data.packed import Split
 
 SETTINGS = AugmentSettings(

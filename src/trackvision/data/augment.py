@@ -2,27 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
 from tqdm import tqdm
 
+from trackvision.config import AugmentSettings
 from trackvision.data.packed import Split
-
-
-@dataclass(frozen=True)
-class AugmentSettings:
-    """How each offline copy is made (``augment.*`` in params.yaml)."""
-
-    copies: int
-    rotation: float  # max degrees either way
-    hflip: float  # probability
-    crop_scale: float  # smallest area fraction kept by the random crop
-    color_jitter: float  # brightness/contrast/saturation strength
-    seed: int
 
 
 def build_transform(settings: AugmentSettings, size: int, channels: int) -> v2.Compose:
