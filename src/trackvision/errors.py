@@ -15,3 +15,7 @@ class ConfigError(TrackvisionError):
 
 class DataError(TrackvisionError):
     """Input data is missing, unreadable or too small to go on."""
+
+
+class TrainingError(TrackvisionError):
+    """Training cannot go on (a non-finite loss, say); the message names epoch and step."""

@@ -13,12 +13,15 @@ import contextlib
 import logging
 import os
 import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from torch import nn
+
+if TYPE_CHECKING:
+    from trackvision.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -208,3 +211,26 @@ class MlflowTracker:
 
     def close(self, status: str = "FINISHED") -> None:
         self._mlflow.end_run(status=status)
+
+
+TrackerFactory = Callable[..., Tracker]
+
+
+def open_tracker(config: Config, model: str, family: str, run_id: str | None = None) -> Tracker:
+    """The MLflow run of ``model`` (new, or reopened by id), or a no-op when tracking is off."""
+    if not config.mlflow.enabled:
+        return NullTracker()
+    exp_name = os.environ.get("DVC_EXP_NAME")
+    tags = {
+        **run_context_tags(),
+        "data_source": config.data.source,
+        "model_name": model,
+        "model_family": family,
+    }
+    return MlflowTracker(
+        tracking_uri=resolve_tracking_uri(config.mlflow.tracking_uri),
+        experiment=config.data.source,
+        run_name=f"{model} @ {exp_name}" if exp_name else f"{model} @ workspace",
+        run_id=run_id,
+        tags=tags,
+    )

@@ -11,6 +11,7 @@ import torch
 
 from trackvision.config import TrainSettings
 from trackvision.data.packed import Split
+from trackvision.errors import TrainingError
 from trackvision.models.preprocessing import Preprocessing
 from trackvision.models.zoo import create_model
 from trackvision.training.checkpoint import ModelCard, load_checkpoint, save_checkpoint
@@ -109,7 +110,7 @@ def test_early_stopping_keeps_the_best_epoch() -> None:
 
 def test_nan_loss_names_epoch_and_step() -> None:
     settings = dataclasses.replace(SETTINGS, lr=1e30)
-    with pytest.raises(FloatingPointError, match=r"at epoch \d+, step \d+"):
+    with pytest.raises(TrainingError, match=r"at epoch \d+, step \d+"):
         fit(
             _model(),
             _bright_vs_dark(64, 0),

@@ -19,6 +19,7 @@ from tqdm import tqdm
 from trackvision.config import TrainSettings
 from trackvision.data.augment import random_flip_shift
 from trackvision.data.packed import Split
+from trackvision.errors import TrainingError
 from trackvision.models.inference import predict_logits, to_nchw
 from trackvision.models.preprocessing import Preprocessing
 from trackvision.tracking import NullTracker, Tracker
@@ -119,7 +120,10 @@ def fit(
                 logits = model(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=settings.label_smoothing)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}, step {step + 1}")
+                raise TrainingError(
+                    f"loss is {loss.item()} at epoch {epoch}, step {step + 1}: lower the learning "
+                    "rate or check the inputs"
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -1,0 +1,87 @@
+"""evaluate: score one trained model on the held-out test split."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+
+from trackvision import atomic
+from trackvision.config import Config
+from trackvision.data.packed import read_classes, read_split
+from trackvision.errors import DataError
+from trackvision.layout import Layout
+from trackvision.models.inference import pick_device, predict_logits, to_nchw
+from trackvision.tracking import NullTracker, TrackerFactory, closing_run, open_tracker
+from trackvision.training.checkpoint import load_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+def evaluate(
+    config: Config, layout: Layout, model_name: str, tracker_factory: TrackerFactory = open_tracker
+) -> dict[str, Any]:
+    """Score one trained model on the test split; add the results to its training run."""
+    # Imported here: scikit-learn and matplotlib cost seconds that the other stages need not pay.
+    from trackvision.evaluation.metrics import (
+        classification_metrics,
+        confusion_records,
+        text_report,
+    )
+    from trackvision.evaluation.plots import confusion_png, curves_png
+
+    model_dir = layout.model_dir(model_name)
+    model, card, preprocess = load_checkpoint(model_dir)
+    test = read_split(layout.balanced, "test")
+    classes = read_classes(layout.balanced)
+    if classes != card.classes:
+        raise DataError(
+            f"{model_dir}: trained on classes {card.classes}, but the data has {classes}; "
+            "retrain (dvc repro)"
+        )
+    device = pick_device(config.train.device)
+    labels = torch.from_numpy(np.asarray(test.labels))
+    logits = predict_logits(
+        model.to(device), to_nchw(test.images), preprocess, config.evaluate.batch_size, device
+    )
+    metrics = classification_metrics(logits, labels, classes)
+    metrics["model"] = model_name
+    history = json.loads((model_dir / "history.json").read_text(encoding="utf-8"))
+
+    out = layout.metrics_dir(model_name)
+    atomic.write_json(out / "test.json", metrics)
+    atomic.write_json(
+        out / "confusion.json", confusion_records(labels.numpy(), logits.argmax(1).numpy(), classes)
+    )
+    atomic.write_text(out / "report.txt", text_report(metrics))
+    with atomic.atomic_path(out / "confusion.png") as tmp:
+        confusion_png(
+            metrics["confusion_matrix"],
+            classes,
+            tmp,
+            f"{model_name}: test accuracy {metrics['accuracy']:.3f} (n={metrics['n']})",
+        )
+    with atomic.atomic_path(out / "curves.png") as tmp:
+        curves_png(history, tmp, model_name)
+
+    run_id = json.loads((model_dir / "train.json").read_text(encoding="utf-8")).get("mlflow_run_id")
+    tracker = (
+        tracker_factory(config, model_name, card.family, run_id=run_id) if run_id else NullTracker()
+    )
+    with closing_run(tracker):
+        tracker.log_metrics(
+            {f"test_{k}": metrics[k] for k in ("accuracy", "f1_weighted", "f1_macro", "loss")}
+        )
+        for name in ("test.json", "report.txt", "confusion.png", "curves.png", "confusion.json"):
+            tracker.log_artifact(out / name, "evaluation")
+    log.info(
+        "evaluate %s: accuracy %.4f  f1_weighted %.4f  (n=%d)",
+        model_name,
+        metrics["accuracy"],
+        metrics["f1_weighted"],
+        metrics["n"],
+    )
+    return metrics

@@ -1,0 +1,133 @@
+"""train: one model on the augmented training split; its MLflow run; its checkpoint."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trackvision import atomic
+from trackvision.config import Config, ModelSpec
+from trackvision.data.packed import read_classes, read_split
+from trackvision.errors import DataError
+from trackvision.layout import Layout
+from trackvision.models.inference import pick_device, to_nchw
+from trackvision.models.preprocessing import resolve_preprocessing
+from trackvision.models.zoo import create_model, model_family
+from trackvision.tracking import TrackerFactory, closing_run, flatten, open_tracker
+from trackvision.training.checkpoint import ModelCard, save_checkpoint
+from trackvision.training.loop import fit
+
+log = logging.getLogger(__name__)
+
+
+def _manifest_sha256(layout: Layout) -> str:
+    path = layout.balanced / "manifest.csv"
+    if not path.is_file():
+        raise DataError(f"{path}: missing; run the balance stage first")
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _run_params(
+    config: Config, spec: ModelSpec, family: str, preprocessing: dict[str, Any]
+) -> dict[str, Any]:
+    """Every parameter that shaped this model's run, flattened (``train.*`` as used for it)."""
+    upstream = {k: config.raw[k] for k in ("data", "balance", "augment")}
+    model = {"name": spec.name, "family": family, "pretrained": spec.pretrained, **spec.arch}
+    return {
+        **flatten(upstream),
+        **flatten(spec.train.__dict__, "train."),
+        **flatten(model, "model."),
+        **flatten({k: str(v) for k, v in preprocessing.items()}, "preprocessing."),
+    }
+
+
+def train(
+    config: Config, layout: Layout, model_name: str, tracker_factory: TrackerFactory = open_tracker
+) -> dict[str, Any]:
+    """Train one model on the augmented train split, keep the best epoch by validation accuracy."""
+    spec = config.model(model_name)
+    classes = read_classes(layout.balanced)
+    train_split = read_split(layout.augmented, "train")
+    val_split = read_split(layout.balanced, "val")
+    channels = int(train_split.images.shape[-1])
+    device = pick_device(spec.train.device)
+    torch.manual_seed(spec.train.seed)  # the initial weights are part of what the seed fixes
+    model = create_model(
+        model_name,
+        num_classes=len(classes),
+        in_chans=channels,
+        image_size=spec.train.image_size,
+        pretrained=spec.pretrained,
+        arch=spec.arch,
+    )
+    family = model_family(model_name)
+    preprocess = resolve_preprocessing(model, family, channels, spec.train.image_size)
+    n_params = sum(p.numel() for p in model.parameters())
+
+    with closing_run(tracker_factory(config, model_name, family)) as tracker:
+        tracker.log_params(
+            {
+                **_run_params(config, spec, family, preprocess.to_dict()),
+                "data.manifest_sha256": _manifest_sha256(layout),
+                "data.classes": ",".join(classes),
+                "data.n_train": len(train_split),
+                "data.n_val": len(val_split),
+                "model.n_params": n_params,
+                "device": str(device),
+            }
+        )
+        result = fit(model, train_split, val_split, spec.train, preprocess, device, tracker)
+        model.load_state_dict(result.best_state)
+        card = ModelCard(
+            model_name, family, spec.arch, classes, channels, spec.train.image_size, spec.pretrained
+        )
+        summary = {
+            "model": model_name,
+            "best_epoch": result.best_epoch,
+            "best_val_accuracy": result.best_val_accuracy,
+            "epochs_run": len(result.history),
+            "stopped_early": result.stopped_early,
+            "train_seconds": round(result.seconds, 2),
+            "n_params": n_params,
+            "mlflow_run_id": tracker.run_id,
+        }
+        with atomic.atomic_path(layout.model_dir(model_name)) as tmp:
+            save_checkpoint(tmp, result.best_state, card, preprocess)
+            (tmp / "history.json").write_text(
+                json.dumps(result.history, indent=2) + "\n", encoding="utf-8"
+            )
+            (tmp / "train.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        _write_history_csv(layout.metrics_dir(model_name) / "history.csv", result.history)
+        tracker.log_metrics(
+            {
+                "best_val_accuracy": result.best_val_accuracy,
+                "best_epoch": result.best_epoch,
+                "train_seconds": result.seconds,
+            }
+        )
+        tracker.log_artifact(layout.model_dir(model_name) / "preprocessing.json")
+        if config.mlflow.log_model:
+            example = preprocess(to_nchw(val_split.images[:2])).numpy()
+            tracker.log_model(model.cpu(), example)
+    log.info(
+        "train %s: best val accuracy %.4f at epoch %d",
+        model_name,
+        result.best_val_accuracy,
+        result.best_epoch,
+    )
+    return summary
+
+
+def _write_history_csv(path: Path, history: list[dict[str, float]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(history[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(history)
+    atomic.write_text(path, buffer.getvalue())
