@@ -126,3 +126,21 @@ def test_cli_missing_inputs_say_what_to_run(tmp_path: Path, params, monkeypatch,
     monkeypatch.chdir(tmp_path)
     assert run(["balance"]) == 1
     assert "download" in caplog.text
+
+
+def test_digits_source_runs_greyscale_through_the_pipeline(tmp_path: Path, params) -> None:
+    p = tiny_params(params, **{"data.source": "digits", "train.models": ["cnn", "mobilevit_xxs"]})
+    p["train"]["epochs"] = 1
+    p["train"]["hflip"] = False  # a mirrored 2 is not a 2
+    config = parse_config(p)
+    layout = Layout(tmp_path)
+    for stage in (stages.download, stages.balance, stages.augment):
+        stage(config, layout)
+    assert read_split(layout.balanced, "train").images.shape[-1] == 1
+    for model in config.models:
+        stages.train(config, layout, model)
+        metrics = stages.evaluate(config, layout, model)
+        assert metrics["classes"] == [str(d) for d in range(10)]
+        assert len(metrics["confusion_matrix"]) == 10
+    pre = json.loads((layout.model_dir("mobilevit_xxs") / "preprocessing.json").read_text())
+    assert pre["input_size"] == [1, 32, 32] and len(pre["mean"]) == 1
