@@ -15,8 +15,10 @@ from typing import Any
 import yaml
 
 from trackvision.data.balance import STRATEGIES
-from trackvision.data.sources import get_source, parse_options
+from trackvision.data.packed import SPLITS
+from trackvision.data.sources import available_sources, get_source, parse_options
 from trackvision.errors import ConfigError
+from trackvision.models.zoo import check_arch_options, check_model_name
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "bf16")
@@ -115,8 +117,6 @@ class Config:
             raise ConfigError(
                 f"models.{name}.pretrained: {pretrained!r} is not one of {', '.join(PRETRAINED)}"
             )
-        from trackvision.models.zoo import check_arch_options
-
         check_arch_options(name, opts)
         return ModelSpec(name, train, pretrained, opts)
 
@@ -215,26 +215,15 @@ def _train_settings(t: dict[str, Any], prefix: str) -> TrainSettings:
     )
 
 
-def parse_config(raw: Any) -> Config:
-    """Validate a params mapping (as loaded from params.yaml) into a Config."""
-    root = _section(
-        raw, "params.yaml", ("data", "balance", "augment", "train", "models", "evaluate", "mlflow")
-    )
-    for key in ("data", "balance", "augment", "train", "evaluate", "mlflow"):
-        _require(root, key, "params")
-
-    d = _section(root["data"], "data")
+def _data(d: dict[str, Any]) -> DataConfig:
     source = get_source(str(_require(d, "source", "data")))
-    unknown = sorted(set(d) - {"source", "image_size", "min_per_class"})
-    from trackvision.data.sources import available_sources
-
-    bad = [k for k in unknown if k not in available_sources()]
-    if bad:
+    extra = sorted(set(d) - {"source", "image_size", "min_per_class", *available_sources()})
+    if extra:
         raise ConfigError(
-            f"data: unknown key(s) {', '.join(bad)}; allowed: source, image_size, min_per_class "
+            f"data: unknown key(s) {', '.join(extra)}; allowed: source, image_size, min_per_class "
             f"and one options block per source ({', '.join(available_sources())})"
         )
-    data = DataConfig(
+    return DataConfig(
         source=source.name,
         image_size=_int(d, "image_size", "data", lo=8, hi=4096),
         min_per_class=_int(d, "min_per_class", "data", lo=1),
@@ -242,27 +231,25 @@ def parse_config(raw: Any) -> Config:
         channels=source.channels,
     )
 
-    b = _section(root["balance"], "balance", ("strategy", "split", "seed"))
-    split = _section(_require(b, "split", "balance"), "balance.split", ("train", "val", "test"))
-    ratios = {
-        k: _float(split, k, "balance.split", lo=0.0, hi=1.0) for k in ("train", "val", "test")
-    }
+
+def _balance(b: dict[str, Any]) -> BalanceConfig:
+    split = _section(_require(b, "split", "balance"), "balance.split", SPLITS)
+    ratios = {k: _float(split, k, "balance.split", lo=0.0, hi=1.0) for k in SPLITS}
     if abs(sum(ratios.values()) - 1.0) > 1e-6:
         raise ConfigError(
             f"balance.split: ratios must sum to 1, got {ratios} (sum {sum(ratios.values()):g})"
         )
     if ratios["train"] <= 0 or ratios["test"] <= 0:
         raise ConfigError(f"balance.split: train and test ratios must be > 0, got {ratios}")
-    balance = BalanceConfig(
+    return BalanceConfig(
         strategy=_choice(b, "strategy", "balance", STRATEGIES),
         split=ratios,
         seed=_int(b, "seed", "balance", lo=0),
     )
 
-    a = _section(
-        root["augment"], "augment", tuple(f.name for f in dataclasses.fields(AugmentSettings))
-    )
-    augment = AugmentSettings(
+
+def _augment(a: dict[str, Any]) -> AugmentSettings:
+    return AugmentSettings(
         copies=_int(a, "copies", "augment", lo=0, hi=100),
         rotation=_float(a, "rotation", "augment", lo=0.0, hi=180.0),
         hflip=_float(a, "hflip", "augment", lo=0.0, hi=1.0),
@@ -271,46 +258,60 @@ def parse_config(raw: Any) -> Config:
         seed=_int(a, "seed", "augment", lo=0),
     )
 
-    t = _section(root["train"], "train", ("models", *_TRAIN_KEYS))
-    train = _train_settings(t, "train")
+
+def _model_names(t: dict[str, Any]) -> tuple[str, ...]:
     models = _require(t, "models", "train")
     if not isinstance(models, list) or not models or not all(isinstance(m, str) for m in models):
         raise ConfigError(f"train.models: expected a non-empty list of model names, got {models!r}")
     if len(set(models)) != len(models):
         raise ConfigError(f"train.models: duplicate names in {models}")
-
-    model_options = _section(root.get("models") or {}, "models")
-    from trackvision.models.zoo import check_model_name
-
     for name in models:
         check_model_name(name, "train.models")
-    for name, opts in model_options.items():
-        _section(opts or {}, f"models.{name}")
+    return tuple(models)
 
-    e = _section(root["evaluate"], "evaluate", ("batch_size",))
-    m = _section(root["mlflow"], "mlflow", ("enabled", "tracking_uri", "log_model"))
+
+def _mlflow(m: dict[str, Any]) -> MlflowConfig:
     tracking_uri = _require(m, "tracking_uri", "mlflow")
     if not isinstance(tracking_uri, str):
         raise ConfigError(
             f'mlflow.tracking_uri: expected a string ("" for the default), got {tracking_uri!r}'
         )
+    return MlflowConfig(
+        enabled=_bool(m, "enabled", "mlflow"),
+        tracking_uri=tracking_uri,
+        log_model=_bool(m, "log_model", "mlflow"),
+    )
+
+
+def _fields(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
+def parse_config(raw: Any) -> Config:
+    """Validate a params mapping (as loaded from params.yaml) into a Config."""
+    sections = ("data", "balance", "augment", "train", "models", "evaluate", "mlflow")
+    root = _section(raw, "params.yaml", sections)
+    for key in sections:
+        if key != "models":
+            _require(root, key, "params")
+    t = _section(root["train"], "train", ("models", *_TRAIN_KEYS))
+    model_options = _section(root.get("models") or {}, "models")
+    for name, opts in model_options.items():
+        _section(opts or {}, f"models.{name}")
+    evaluate = _section(root["evaluate"], "evaluate", ("batch_size",))
 
     config = Config(
-        data=data,
-        balance=balance,
-        augment=augment,
-        train=train,
-        models=tuple(models),
+        data=_data(_section(root["data"], "data")),
+        balance=_balance(_section(root["balance"], "balance", ("strategy", "split", "seed"))),
+        augment=_augment(_section(root["augment"], "augment", _fields(AugmentSettings))),
+        train=_train_settings(t, "train"),
+        models=_model_names(t),
         model_options={k: dict(v or {}) for k, v in model_options.items()},
-        evaluate=EvaluateConfig(batch_size=_int(e, "batch_size", "evaluate", lo=1)),
-        mlflow=MlflowConfig(
-            enabled=_bool(m, "enabled", "mlflow"),
-            tracking_uri=tracking_uri,
-            log_model=_bool(m, "log_model", "mlflow"),
-        ),
+        evaluate=EvaluateConfig(batch_size=_int(evaluate, "batch_size", "evaluate", lo=1)),
+        mlflow=_mlflow(_section(root["mlflow"], "mlflow", _fields(MlflowConfig))),
         raw=root,
     )
-    for name in models:  # resolve once now, so per-model typos fail before any work
+    for name in config.models:  # resolve once now, so per-model typos fail before any work
         config.model(name)
     return config
 

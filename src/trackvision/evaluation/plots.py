@@ -21,7 +21,7 @@ def confusion_png(matrix: list[list[int]], classes: list[str], path: Path, title
     ax.set_yticks(range(len(classes)), classes)
     ax.set_xlabel("predicted")
     ax.set_ylabel("actual")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
     threshold = cm.max() / 2 if cm.size else 0
     for (i, j), value in np.ndenumerate(cm):
         ax.text(

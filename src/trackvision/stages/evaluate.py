@@ -62,7 +62,7 @@ def evaluate(
             metrics["confusion_matrix"],
             classes,
             tmp,
-            f"{model_name}: test accuracy {metrics['accuracy']:.3f} (n={metrics['n']})",
+            f"{model_name}\ntest accuracy {metrics['accuracy']:.3f} (n={metrics['n']})",
         )
     with atomic.atomic_path(out / "curves.png") as tmp:
         curves_png(history, tmp, model_name)
