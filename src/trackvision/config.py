@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import yaml
 
 from trackvision.data.balance import STRATEGIES
+from trackvision.data.fetch import Downloader
 from trackvision.data.packed import SPLITS
 from trackvision.data.sources import available_sources, get_source, parse_options
 from trackvision.errors import ConfigError
@@ -32,6 +34,28 @@ class DataConfig:
     min_per_class: int
     options: Any  # the source's own options dataclass (``data.<source>``)
     channels: int
+    presplit: bool  # the source ships an official test split (kept as given)
+
+
+@dataclass(frozen=True)
+class DownloadConfig:
+    mirror: str  # "" = official URLs; else every file comes from <mirror>/<file name>
+    cache_dir: str  # "" = $TRACKVISION_CACHE or ~/.cache/trackvision; relative = to the repo
+    retries: int
+    timeout: float
+    max_extract_gb: float
+
+    def downloader(self, root: Path) -> Downloader:
+        """The Downloader these settings describe, with the cache resolved against ``root``."""
+        default = os.environ.get("TRACKVISION_CACHE") or Path.home() / ".cache" / "trackvision"
+        cache = Path(self.cache_dir) if self.cache_dir else Path(default)
+        return Downloader(
+            cache_dir=cache if cache.is_absolute() else root / cache,
+            mirror=self.mirror,
+            retries=self.retries,
+            timeout=self.timeout,
+            max_extract_bytes=int(self.max_extract_gb * (1 << 30)),
+        )
 
 
 @dataclass(frozen=True)
@@ -97,6 +121,7 @@ class MlflowConfig:
 @dataclass(frozen=True)
 class Config:
     data: DataConfig
+    download: DownloadConfig
     balance: BalanceConfig
     augment: AugmentSettings
     train: TrainSettings
@@ -223,12 +248,15 @@ def _data(d: dict[str, Any]) -> DataConfig:
             f"data: unknown key(s) {', '.join(extra)}; allowed: source, image_size, min_per_class "
             f"and one options block per source ({', '.join(available_sources())})"
         )
+    options = parse_options(source, d.get(source.name))
     return DataConfig(
         source=source.name,
         image_size=_int(d, "image_size", "data", lo=8, hi=4096),
         min_per_class=_int(d, "min_per_class", "data", lo=1),
-        options=parse_options(source, d.get(source.name)),
-        channels=source.channels,
+        options=options,
+        # A source whose channel count is an option (folder) overrides its registered default.
+        channels=getattr(options, "channels", source.channels),
+        presplit=source.presplit,
     )
 
 
@@ -270,6 +298,21 @@ def _model_names(t: dict[str, Any]) -> tuple[str, ...]:
     return tuple(models)
 
 
+def _download(d: dict[str, Any]) -> DownloadConfig:
+    for key in ("mirror", "cache_dir"):
+        if not isinstance(_require(d, key, "download"), str):
+            raise ConfigError(
+                f'download.{key}: expected a string ("" for the default), got {d[key]!r}'
+            )
+    return DownloadConfig(
+        mirror=d["mirror"],
+        cache_dir=d["cache_dir"],
+        retries=_int(d, "retries", "download", lo=0, hi=20),
+        timeout=_float(d, "timeout", "download", lo=0.0, hi=3600.0, lo_open=True),
+        max_extract_gb=_float(d, "max_extract_gb", "download", lo=0.0, lo_open=True),
+    )
+
+
 def _mlflow(m: dict[str, Any]) -> MlflowConfig:
     tracking_uri = _require(m, "tracking_uri", "mlflow")
     if not isinstance(tracking_uri, str):
@@ -289,7 +332,7 @@ def _fields(cls: type) -> tuple[str, ...]:
 
 def parse_config(raw: Any) -> Config:
     """Validate a params mapping (as loaded from params.yaml) into a Config."""
-    sections = ("data", "balance", "augment", "train", "models", "evaluate", "mlflow")
+    sections = ("data", "download", "balance", "augment", "train", "models", "evaluate", "mlflow")
     root = _section(raw, "params.yaml", sections)
     for key in sections:
         if key != "models":
@@ -302,6 +345,7 @@ def parse_config(raw: Any) -> Config:
 
     config = Config(
         data=_data(_section(root["data"], "data")),
+        download=_download(_section(root["download"], "download", _fields(DownloadConfig))),
         balance=_balance(_section(root["balance"], "balance", ("strategy", "split", "seed"))),
         augment=_augment(_section(root["augment"], "augment", _fields(AugmentSettings))),
         train=_train_settings(t, "train"),

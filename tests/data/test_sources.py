@@ -9,9 +9,13 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from trackvision.data.sources import available_sources, get_source, parse_options
+from trackvision.data.fetch import Downloader
+from trackvision.data.sources import FetchContext, available_sources, get_source, parse_options
 from trackvision.data.sources.synthetic_text import generate_image
 from trackvision.errors import ConfigError
+
+# Embedded sources never download: a cache folder that cannot exist proves it.
+CTX = FetchContext(Downloader(cache_dir=Path("/nonexistent/cache")), Path("/nonexistent"))
 
 
 def _digest(folder: Path) -> str:
@@ -30,26 +34,27 @@ def test_registry_lists_the_embedded_sources() -> None:
 def test_synthetic_text_is_seeded_and_written_by_class(tmp_path: Path) -> None:
     source = get_source("synthetic_text")
     opts = parse_options(source, {"count": 24, "size": 32, "seed": 3})
-    source.fetch(tmp_path / "a", opts)
-    source.fetch(tmp_path / "b", opts)
+    source.fetch(tmp_path / "a", opts, CTX)
+    source.fetch(tmp_path / "b", opts, CTX)
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["no_text", "text"]
     assert len(list((tmp_path / "a" / "text").glob("*.jpg"))) == 12
     assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
     other = parse_options(source, {"count": 24, "size": 32, "seed": 4})
-    source.fetch(tmp_path / "c", other)
+    source.fetch(tmp_path / "c", other, CTX)
     assert _digest(tmp_path / "a") != _digest(tmp_path / "c")
 
 
 def test_synthetic_text_fraction_makes_imbalance(tmp_path: Path) -> None:
     source = get_source("synthetic_text")
-    source.fetch(tmp_path, parse_options(source, {"count": 40, "size": 32, "text_fraction": 0.25}))
+    opts = parse_options(source, {"count": 40, "size": 32, "text_fraction": 0.25})
+    source.fetch(tmp_path, opts, CTX)
     assert len(list((tmp_path / "text").iterdir())) == 10
     assert len(list((tmp_path / "no_text").iterdir())) == 30
 
 
 def test_digits_source_writes_ten_grey_classes(tmp_path: Path) -> None:
     source = get_source("digits")
-    summary = source.fetch(tmp_path, parse_options(source, {"size": 16}))
+    summary = source.fetch(tmp_path, parse_options(source, {"size": 16}), CTX)
     assert summary["images"] == 1797
     assert sorted(p.name for p in tmp_path.iterdir()) == [str(d) for d in range(10)]
     assert source.channels == 1

@@ -96,15 +96,31 @@ def build_balanced_set(
     seed: int,
     min_per_class: int,
     relative_to: Path | None = None,
+    presplit: bool = False,
 ) -> BalancedSet:
-    """Decode every image once, drop corrupt files and duplicates, split and balance."""
+    """Decode every image once, drop corrupt files and duplicates, split and balance.
+
+    With ``presplit`` the raw folder holds ``train/`` and ``test/``: the official test split is kept
+    as given (ratios.test is ignored) and validation is carved from train alone.
+    """
     if strategy not in STRATEGIES:
         raise DataError(f"balance.strategy: {strategy!r} is not one of {', '.join(STRATEGIES)}")
-    classes, files = scan_class_folders(raw_dir)
-    images, labels, hashes, paths = [], [], [], []
+    if presplit:
+        classes, train_files = scan_class_folders(raw_dir / "train")
+        test_classes, test_files = scan_class_folders(raw_dir / "test")
+        if test_classes != classes:
+            raise DataError(f"{raw_dir}: train/ has classes {classes}, test/ has {test_classes}")
+        files = test_files + train_files  # test first: of two identical images, test keeps its own
+        given_test = [True] * len(test_files) + [False] * len(train_files)
+    else:
+        classes, files = scan_class_folders(raw_dir)
+        given_test = [False] * len(files)
+    images, labels, hashes, paths, in_test = [], [], [], [], []
     skipped, duplicates = [], []
     seen: dict[str, Path] = {}
-    for path, label in tqdm(files, desc="decode", unit="img"):
+    for (path, label), fixed_test in zip(
+        tqdm(files, desc="decode", unit="img"), given_test, strict=True
+    ):
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         if digest in seen:
             duplicates.append(
@@ -121,6 +137,7 @@ def build_balanced_set(
         labels.append(label)
         hashes.append(digest)
         paths.append(_rel(path, relative_to))
+        in_test.append(fixed_test)
 
     labels_arr = np.asarray(labels, dtype=np.int64)
     before = Counter(int(v) for v in labels_arr)
@@ -133,7 +150,14 @@ def build_balanced_set(
             f"{len(skipped)} unreadable file(s) and {len(duplicates)} duplicate(s): {too_small}"
         )
 
-    assignment = stratified_split(labels_arr, ratios, seed)
+    if presplit:
+        fixed = np.asarray(in_test, dtype=bool)
+        kept = ratios["train"] + ratios["val"]
+        carve = {"train": ratios["train"] / kept, "val": ratios["val"] / kept, "test": 0.0}
+        assignment = np.full(len(labels_arr), "test", dtype=object)
+        assignment[~fixed] = stratified_split(labels_arr[~fixed], carve, seed)
+    else:
+        assignment = stratified_split(labels_arr, ratios, seed)
     rng = np.random.default_rng(seed + 1)
     stacked = np.stack(images)
     splits, manifest = {}, []

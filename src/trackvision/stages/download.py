@@ -8,7 +8,7 @@ from typing import Any
 
 from trackvision import atomic
 from trackvision.config import Config
-from trackvision.data.sources import get_source
+from trackvision.data.sources import FetchContext, get_source
 from trackvision.layout import Layout
 
 log = logging.getLogger(__name__)
@@ -20,7 +20,8 @@ def download(config: Config, layout: Layout) -> dict[str, Any]:
     target = layout.raw(source.name)
     with atomic.atomic_path(target) as tmp:
         tmp.mkdir(parents=True)
-        summary = source.fetch(tmp, config.data.options)
+        context = FetchContext(config.download.downloader(layout.root), layout.root)
+        summary = source.fetch(tmp, config.data.options, context)
         summary = {"source": source.name, "options": config.data.options.__dict__, **summary}
         (tmp / "source.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     log.info("download: %s -> %s (%s images)", source.name, target, summary.get("images"))

@@ -1,7 +1,9 @@
 """Registry of dataset sources: ``@register_source`` one function per source, looked up by name.
 
-A source writes ``<out_dir>/<class name>/<image files>`` and returns a summary. Its options are a
-dataclass, filled from ``params.yaml`` key ``data.<source name>``.
+A source writes ``<out_dir>/<class name>/<image files>`` (or, for a source with an official test
+split, ``<out_dir>/{train,test}/<class name>/...``) and returns a summary. Its options are a
+dataclass, filled from ``params.yaml`` key ``data.<source name>``; what it downloads goes through
+the ``Downloader`` in its ``FetchContext``.
 """
 
 from __future__ import annotations
@@ -12,7 +14,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trackvision.data.fetch import Downloader
 from trackvision.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class FetchContext:
+    """What a source may use besides its options: the downloader and the repository root."""
+
+    downloader: Downloader
+    root: Path
+
+
+FetchFn = Callable[[Path, Any, FetchContext], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -20,9 +34,10 @@ class Source:
     """One registered dataset source."""
 
     name: str
-    fetch: Callable[[Path, Any], dict[str, Any]]
+    fetch: FetchFn
     options: type
     channels: int  # colour channels its images are packed with (1 grey, 3 RGB)
+    presplit: bool  # writes train/ and test/ (an official test split that balance keeps)
     description: str
 
 
@@ -30,15 +45,15 @@ _SOURCES: dict[str, Source] = {}
 
 
 def register_source(
-    name: str, *, options: type, channels: int
-) -> Callable[[Callable[[Path, Any], dict[str, Any]]], Callable[[Path, Any], dict[str, Any]]]:
-    """Decorator: register ``fn(out_dir, options) -> summary`` as the source ``name``."""
+    name: str, *, options: type, channels: int, presplit: bool = False
+) -> Callable[[FetchFn], FetchFn]:
+    """Decorator: register ``fn(out_dir, options, context) -> summary`` as the source ``name``."""
 
-    def wrap(fn: Callable[[Path, Any], dict[str, Any]]) -> Callable[[Path, Any], dict[str, Any]]:
+    def wrap(fn: FetchFn) -> FetchFn:
         if name in _SOURCES:
             raise ValueError(f"source {name!r} is registered twice")
         doc = (fn.__doc__ or "").strip().splitlines()
-        _SOURCES[name] = Source(name, fn, options, channels, doc[0] if doc else "")
+        _SOURCES[name] = Source(name, fn, options, channels, presplit, doc[0] if doc else "")
         return fn
 
     return wrap
@@ -46,7 +61,14 @@ def register_source(
 
 def _load_builtin() -> None:
     # Imported for their registration side effect; kept here so the registry is always complete.
-    from trackvision.data.sources import digits, synthetic_text  # noqa: F401
+    from trackvision.data.sources import (  # noqa: F401
+        digits,
+        fashion_mnist,
+        folder,
+        synthetic_text,
+        text_recognition,
+        tiny_imagenet,
+    )
 
 
 def available_sources() -> list[str]:

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from trackvision.data.sources import register_source
+from trackvision.data.sources import FetchContext, register_source
 from trackvision.errors import ConfigError
 
 
@@ -24,7 +24,7 @@ class DigitsOptions:
 
 
 @register_source("digits", options=DigitsOptions, channels=1)
-def fetch_digits(out_dir: Path, options: DigitsOptions) -> dict[str, Any]:
+def fetch_digits(out_dir: Path, options: DigitsOptions, context: FetchContext) -> dict[str, Any]:
     """scikit-learn's 8x8 handwritten digits, upscaled and written as greyscale PNGs."""
     from sklearn.datasets import load_digits
 

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from tqdm import tqdm
 
-from trackvision.data.sources import register_source
+from trackvision.data.sources import FetchContext, register_source
 from trackvision.errors import ConfigError
 
 CLASSES = ("no_text", "text")
@@ -258,7 +258,9 @@ def generate_image(seed: int, index: int, size: int, with_text: bool) -> Image.I
 
 
 @register_source("synthetic_text", options=SyntheticTextOptions, channels=3)
-def fetch_synthetic_text(out_dir: Path, options: SyntheticTextOptions) -> dict[str, Any]:
+def fetch_synthetic_text(
+    out_dir: Path, options: SyntheticTextOptions, context: FetchContext
+) -> dict[str, Any]:
     """Seeded photos with and without rendered text (the thesis's task), needing no network."""
     n_text = round(options.count * options.text_fraction)
     counts = {"text": n_text, "no_text": options.count - n_text}

@@ -1,0 +1,196 @@
+"""Downloaded sources against look-alike archives served on 127.0.0.1, and the folder source."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import struct
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.data import fake_archives as fake
+from tests.loopback import Served, serve
+from trackvision.data.balance import build_balanced_set
+from trackvision.data.fetch import Downloader, RemoteFile
+from trackvision.data.sources import FetchContext, get_source, parse_options
+from trackvision.data.sources import fashion_mnist as fm
+from trackvision.data.sources import text_recognition as tr
+from trackvision.data.sources import tiny_imagenet as ti
+from trackvision.errors import DataError
+
+
+@pytest.fixture
+def server():
+    msra, flickr = fake.msra_td500(), fake.flickr8k()
+    files = {
+        **fake.fashion_mnist(),
+        "MSRA-TD500.zip": msra,
+        "Flickr8k_Dataset.zip": flickr,
+        "tiny-imagenet-200.zip": fake.tiny_imagenet(),
+    }
+    with serve(Served(files=files)) as srv:
+        yield srv
+
+
+@pytest.fixture
+def published_md5s(monkeypatch, server):
+    """The look-alike files stand in for the real ones: their MD5s replace the published ones."""
+    files = server.files
+    monkeypatch.setattr(fm, "FILES", {name: fake.md5(files[name]) for name in fm.FILES})
+    monkeypatch.setattr(
+        tr,
+        "FLICKR",
+        RemoteFile(tr.FLICKR.url, tr.FLICKR.name, fake.md5(files["Flickr8k_Dataset.zip"])),
+    )
+    monkeypatch.setattr(
+        ti,
+        "ARCHIVE",
+        RemoteFile(ti.ARCHIVE.url, ti.ARCHIVE.name, fake.md5(files["tiny-imagenet-200.zip"])),
+    )
+
+
+def _context(tmp_path: Path, url: str) -> FetchContext:
+    return FetchContext(Downloader(tmp_path / "cache", mirror=url, backoff=0.01), tmp_path)
+
+
+def _fetch(name: str, options: dict, tmp_path: Path, url: str, out: str = "out") -> dict:
+    source = get_source(name)
+    return source.fetch(tmp_path / out, parse_options(source, options), _context(tmp_path, url))
+
+
+def test_fashion_mnist_keeps_the_official_split_with_class_names(
+    tmp_path, server, published_md5s
+) -> None:
+    summary = _fetch("fashion_mnist", {}, tmp_path, server.url)
+    assert summary["counts"]["train"]["Ankle_boot"] == 4 and summary["counts"]["test"]["Bag"] == 2
+    pngs = sorted((tmp_path / "out" / "train" / "T-shirt_top").glob("*.png"))
+    assert len(pngs) == 4 and Image.open(pngs[0]).size == (28, 28)
+    assert Image.open(pngs[0]).mode == "L"
+
+
+def test_fashion_mnist_published_checksum_is_enforced(tmp_path, server) -> None:
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte\.gz: checksum mismatch"):
+        _fetch("fashion_mnist", {}, tmp_path, server.url)
+
+
+def test_idx_with_a_bad_magic_number_is_rejected(tmp_path) -> None:
+    path = tmp_path / "bad.gz"
+    path.write_bytes(gzip.compress(struct.pack(">II", 1234, 0)))
+    with pytest.raises(DataError, match="bad IDX magic number 1234"):
+        fm.read_idx(path)
+    path.write_bytes(gzip.compress(struct.pack(">IIII", 2051, 2, 28, 28) + b"\0" * 100))
+    with pytest.raises(DataError, match="header says 1568 bytes"):
+        fm.read_idx(path)
+
+
+def test_text_recognition_picks_the_same_files_for_the_same_params(
+    tmp_path, server, published_md5s
+) -> None:
+    a = _fetch("text_recognition", {"per_class": 5, "seed": 1}, tmp_path, server.url, "a")
+    b = _fetch("text_recognition", {"per_class": 5, "seed": 1}, tmp_path, server.url, "b")
+    c = _fetch("text_recognition", {"per_class": 5, "seed": 2}, tmp_path, server.url, "c")
+    assert a["picked"] == b["picked"] != c["picked"]
+    assert all(name.startswith("IMG_0") and int(name[4:8]) < 500 for name in a["picked"]["text"])
+    assert len(list((tmp_path / "a" / "no_text").glob("*.jpg"))) == 5
+    assert len(a["archives"]["MSRA-TD500.zip"]["sha256"]) == 64  # no published checksum: recorded
+    # Each archive was downloaded once and extracted once, then reused from the cache.
+    assert [n for n, _ in server.requests].count("MSRA-TD500.zip") == 1
+
+
+def test_text_recognition_asking_for_more_than_there_is(tmp_path, server, published_md5s) -> None:
+    with pytest.raises(DataError, match=r"MSRA-TD500 train/: found 12 images.*per_class=50"):
+        _fetch("text_recognition", {"per_class": 50}, tmp_path, server.url)
+
+
+def test_tiny_imagenet_names_val_mapping_and_subset(tmp_path, server, published_md5s) -> None:
+    summary = _fetch(
+        "tiny_imagenet",
+        {"classes": ["goldfish", "n01641577"], "per_class": 4},
+        tmp_path,
+        server.url,
+    )
+    assert summary["classes"] == ["goldfish", "bullfrog"]
+    assert summary["counts"] == {
+        "train": {"goldfish": 4, "bullfrog": 4},
+        "test": {"goldfish": 2, "bullfrog": 2},
+    }
+    assert (tmp_path / "out" / "test" / "bullfrog" / "val_4.JPEG").is_file()
+
+
+def test_presplit_balance_keeps_the_given_test_split(tmp_path, server, published_md5s) -> None:
+    _fetch("tiny_imagenet", {}, tmp_path, server.url)
+    result = build_balanced_set(
+        tmp_path / "out",
+        channels=3,
+        image_size=16,
+        ratios={"train": 0.5, "val": 0.25, "test": 0.25},
+        strategy="none",
+        seed=0,
+        min_per_class=1,
+        presplit=True,
+    )
+    test_paths = {r["path"] for r in result.manifest if r["split"] == "test"}
+    assert len(test_paths) == 6 and all("/test/" in p for p in test_paths)
+    train_val = [r for r in result.manifest if r["split"] != "test"]
+    assert all("/train/" in r["path"] for r in train_val)
+    assert sum(r["split"] == "val" for r in train_val) == 3 * 2  # a third of 6 per class
+
+
+def _save(path: Path, data: bytes | Image.Image) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(data, bytes):
+        path.write_bytes(data)
+    else:
+        data.save(path)
+
+
+def test_folder_source_with_nesting_corrupt_cmyk_and_non_images(tmp_path) -> None:
+    user = tmp_path / "photos"
+    for i in range(4):
+        _save(user / "cats" / f"c{i}.jpg", fake.jpeg(i))
+        _save(user / "dogs" / "2024" / "trip" / f"d{i}.jpg", fake.jpeg(10 + i))
+    _save(user / "dogs" / "d0.jpg", fake.jpeg(99))  # same name as a nested one: both kept
+    _save(user / "cats" / "cmyk.jpg", fake.jpeg(50, mode="CMYK"))
+    _save(user / "cats" / "broken.jpg", b"\xff\xd8\xff\xe0 not really a jpeg")
+    _save(user / "cats" / "notes.txt", b"not an image")
+    _save(user / "dogs" / "Thumbs.db", b"\0\0")
+    summary = _fetch("folder", {"path": "photos"}, tmp_path, "")
+    assert summary["counts"] == {"cats": 6, "dogs": 5}
+    assert summary["ignored_not_images"] == 2
+    result = build_balanced_set(
+        tmp_path / "out",
+        channels=3,
+        image_size=16,
+        ratios={"train": 0.6, "val": 0.2, "test": 0.2},
+        strategy="none",
+        seed=0,
+        min_per_class=2,
+        relative_to=tmp_path,
+    )
+    assert result.report["skipped_unreadable"] == 1
+    assert result.report["skipped"][0]["path"] == "out/cats/broken.jpg"
+    assert any(r["path"] == "out/cats/cmyk.jpg" for r in result.manifest)  # CMYK decoded fine
+    assert sum(len(s) for s in result.splits.values()) == 10
+
+
+def test_folder_source_missing_path_is_clear(tmp_path) -> None:
+    with pytest.raises(DataError, match=r"data\.folder\.path: .*nope is not a folder"):
+        _fetch("folder", {"path": "nope"}, tmp_path, "")
+
+
+def test_download_stage_writes_the_source_summary(tmp_path, server, published_md5s, params) -> None:
+    from tests.conftest import tiny_params
+    from trackvision import stages
+    from trackvision.config import parse_config
+    from trackvision.layout import Layout
+
+    p = tiny_params(params, **{"data.source": "text_recognition"})
+    p["data"]["text_recognition"] = {"per_class": 4, "seed": 0}
+    p["download"].update(mirror=server.url, cache_dir=str(tmp_path / "cache"))
+    config = parse_config(p)
+    layout = Layout(tmp_path / "repo")
+    stages.download(config, layout)
+    summary = json.loads((layout.raw("text_recognition") / "source.json").read_text())
+    assert summary["source"] == "text_recognition" and summary["images"] == 8

@@ -1,0 +1,79 @@
+"""An HTTP server on 127.0.0.1 for download tests: Range support and scripted failures."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+@dataclass
+class Behaviour:
+    """Per-path script: status codes to answer first, or a byte count after which to hang up."""
+
+    fail_with: list[int] = field(default_factory=list)  # e.g. [500, 500] then serve
+    drop_after: int | None = None  # send this many bytes, then close (once)
+    ignore_range: bool = False
+
+
+@dataclass
+class Served:
+    files: dict[str, bytes] = field(default_factory=dict)
+    behaviour: dict[str, Behaviour] = field(default_factory=dict)
+    requests: list[tuple[str, str | None]] = field(default_factory=list)  # (path, Range header)
+    url: str = ""
+
+
+def _handler(served: Served) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:  # keep test output quiet
+            pass
+
+        def do_GET(self) -> None:
+            name = self.path.lstrip("/")
+            served.requests.append((name, self.headers.get("Range")))
+            how = served.behaviour.get(name, Behaviour())
+            if how.fail_with:
+                self.send_error(how.fail_with.pop(0))
+                return
+            if name not in served.files:
+                self.send_error(404)
+                return
+            body = served.files[name]
+            start = 0
+            rng = self.headers.get("Range")
+            if rng and not how.ignore_range:
+                start = int(rng.removeprefix("bytes=").split("-")[0])
+                self.send_response(206)
+                self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+            else:
+                self.send_response(200)
+            self.send_header("Content-Length", str(len(body) - start))
+            self.end_headers()
+            chunk = body[start:]
+            if how.drop_after is not None:
+                chunk = chunk[: how.drop_after]
+                how.drop_after = None
+                self.wfile.write(chunk)
+                self.wfile.flush()
+                self.close_connection = True
+                return
+            self.wfile.write(chunk)
+
+    return Handler
+
+
+@contextmanager
+def serve(served: Served) -> Iterator[Served]:
+    """Serve ``served.files`` on 127.0.0.1 (a free port) for the duration of the block."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(served))
+    served.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield served
+    finally:
+        server.shutdown()
+        server.server_close()
