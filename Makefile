@@ -12,10 +12,10 @@ export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup repro test ui lint format clean help
+.PHONY: setup repro test ui bench lint format clean help
 
 help:
-	@echo "make repro | make test | make ui | make lint | make clean"
+	@echo "make repro | make test | make ui | make bench | make lint | make clean"
 
 # Re-runs only when the dependency pins change, so a second `make` installs nothing.
 $(STAMP): pyproject.toml requirements.lock
@@ -34,6 +34,9 @@ test: setup
 
 ui: setup
 	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+
+bench: setup
+	$(BIN)/python benchmarks/data_stages.py
 
 lint: setup
 	ruff check src tests

@@ -35,6 +35,7 @@ class DataConfig:
     options: Any  # the source's own options dataclass (``data.<source>``)
     channels: int
     presplit: bool  # the source ships an official test split (kept as given)
+    workers: int  # decoding processes at balance (0 = every core); does not change the output
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class DownloadConfig:
     retries: int
     timeout: float
     max_extract_gb: float
+    checksums: dict[str, str]  # file name -> md5 replacing the published one (repacked mirrors)
 
     def downloader(self, root: Path) -> Downloader:
         """The Downloader these settings describe, with the cache resolved against ``root``."""
@@ -55,6 +57,7 @@ class DownloadConfig:
             retries=self.retries,
             timeout=self.timeout,
             max_extract_bytes=int(self.max_extract_gb * (1 << 30)),
+            checksums=self.checksums,
         )
 
 
@@ -240,12 +243,15 @@ def _train_settings(t: dict[str, Any], prefix: str) -> TrainSettings:
     )
 
 
+_DATA_KEYS = ("source", "image_size", "min_per_class", "workers")
+
+
 def _data(d: dict[str, Any]) -> DataConfig:
     source = get_source(str(_require(d, "source", "data")))
-    extra = sorted(set(d) - {"source", "image_size", "min_per_class", *available_sources()})
+    extra = sorted(set(d) - {*_DATA_KEYS, *available_sources()})
     if extra:
         raise ConfigError(
-            f"data: unknown key(s) {', '.join(extra)}; allowed: source, image_size, min_per_class "
+            f"data: unknown key(s) {', '.join(extra)}; allowed: {', '.join(_DATA_KEYS)} "
             f"and one options block per source ({', '.join(available_sources())})"
         )
     options = parse_options(source, d.get(source.name))
@@ -257,6 +263,7 @@ def _data(d: dict[str, Any]) -> DataConfig:
         # A source whose channel count is an option (folder) overrides its registered default.
         channels=getattr(options, "channels", source.channels),
         presplit=source.presplit,
+        workers=_int(d, "workers", "data", lo=0, hi=256),
     )
 
 
@@ -310,7 +317,22 @@ def _download(d: dict[str, Any]) -> DownloadConfig:
         retries=_int(d, "retries", "download", lo=0, hi=20),
         timeout=_float(d, "timeout", "download", lo=0.0, hi=3600.0, lo_open=True),
         max_extract_gb=_float(d, "max_extract_gb", "download", lo=0.0, lo_open=True),
+        checksums=_checksums(d),
     )
+
+
+def _checksums(d: dict[str, Any]) -> dict[str, str]:
+    sums = _section(_require(d, "checksums", "download") or {}, "download.checksums")
+    for name, value in sums.items():
+        if not (
+            isinstance(value, str)
+            and len(value) == 32
+            and all(c in "0123456789abcdef" for c in value)
+        ):
+            raise ConfigError(
+                f"download.checksums.{name}: expected a 32-digit lowercase md5, got {value!r}"
+            )
+    return dict(sums)
 
 
 def _mlflow(m: dict[str, Any]) -> MlflowConfig:

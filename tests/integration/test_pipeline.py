@@ -33,35 +33,7 @@ def _run(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Complete
     return proc
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
-    """A git+DVC copy of this repository with tiny params, after one `dvc repro`."""
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\0")
-    dest = tmp_path_factory.mktemp("pipeline") / "repo"
-    for rel in filter(None, listed):
-        src = REPO / rel
-        if src.is_file() and not rel.startswith(("data/raw/", "data/balanced", "data/augmented")):
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
-    for stale in ("dvc.lock", "metrics", "reports"):  # start from nothing, like a fresh project
-        path = dest / stale
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
-
-    params = yaml.safe_load((dest / "params.yaml").read_text())
-    tiny = tiny_params(params, **{"train.models": MODELS})
-    tiny["data"]["synthetic_text"]["count"] = 120
-    tiny["mlflow"]["enabled"] = True
-    (dest / "params.yaml").write_text(yaml.safe_dump(tiny, sort_keys=False))
-
+def _git_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
     env.update(
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
@@ -71,11 +43,74 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]
         GIT_COMMITTER_NAME="test",
         GIT_COMMITTER_EMAIL="test@example.com",
     )
+    return env
+
+
+def copy_repo(dest: Path, edit_params) -> tuple[Path, dict[str, str]]:
+    """This repository's tracked files (no outputs, no lock) in a new git repo, params edited."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
+    for rel in filter(None, listed):
+        src = REPO / rel
+        if src.is_file() and rel != "dvc.lock" and not rel.startswith(("metrics/", "reports/")):
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    (dest / "params.yaml").write_text(yaml.safe_dump(edit_params(params), sort_keys=False))
+    env = _git_env()
     _run(["git", "init", "-q", "-b", "main"], dest, env)
     _run(["git", "add", "-A"], dest, env)
-    _run(["git", "commit", "-q", "-m", "tiny copy"], dest, env)
+    _run(["git", "commit", "-q", "-m", "copy"], dest, env)
+    return dest, env
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """A git+DVC copy of this repository with tiny params, after one `dvc repro`."""
+
+    def tiny(params: dict) -> dict:
+        p = tiny_params(params, **{"train.models": MODELS})
+        p["data"]["synthetic_text"]["count"] = 120
+        p["mlflow"]["enabled"] = True
+        return p
+
+    dest, env = copy_repo(tmp_path_factory.mktemp("pipeline") / "repo", tiny)
     _run(["dvc", "repro"], dest, env)
     return dest, env
+
+
+def test_real_dataset_through_dvc_repro_from_a_mirror(tmp_path: Path) -> None:
+    """text_recognition via download.mirror on loopback: download -> balance -> augment."""
+    from tests.data import fake_archives as fake
+    from tests.loopback import Served, serve
+
+    flickr = fake.flickr8k()
+    files = {"MSRA-TD500.zip": fake.msra_td500(), "Flickr8k_Dataset.zip": flickr}
+    with serve(Served(files=files)) as srv:
+
+        def mirrored(params: dict) -> dict:
+            p = tiny_params(params, **{"data.source": "text_recognition"})
+            p["data"]["text_recognition"] = {"per_class": 8, "seed": 3}
+            p["download"].update(
+                mirror=srv.url,
+                cache_dir=str(tmp_path / "cache"),
+                checksums={"Flickr8k_Dataset.zip": fake.md5(flickr)},
+            )
+            return p
+
+        repo_dir, env = copy_repo(tmp_path / "repo", mirrored)
+        _run(["dvc", "repro", "augment"], repo_dir, env)
+    raw = repo_dir / "data" / "raw" / "text_recognition"
+    assert len(list((raw / "text").glob("IMG_*.JPG"))) == 8
+    assert len(list((raw / "no_text").glob("*.jpg"))) == 8
+    report = json.loads((repo_dir / "metrics" / "balance.json").read_text())
+    assert report["before"] == {"no_text": 8, "text": 8}
+    assert sorted(n for n, _ in srv.requests) == ["Flickr8k_Dataset.zip", "MSRA-TD500.zip"]
 
 
 def _client(repo_dir: Path):

@@ -7,7 +7,11 @@ sit in two splits; oversampling repeats images *after* splitting and only inside
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
+import os
 from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +49,33 @@ def scan_class_folders(raw_dir: Path) -> tuple[list[str], list[tuple[Path, int]]
         if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
     ]
     return classes, files
+
+
+Decoded = tuple[str, "np.ndarray | None", str]  # (sha256 of the file, pixels or None, error)
+
+
+def _decode_one(job: tuple[Path, int, int]) -> Decoded:
+    path, channels, size = job
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        return digest, load_image(path, channels, size), ""
+    except ImageDecodeError as exc:
+        return digest, None, str(exc.__cause__ or exc)
+
+
+def decode_files(
+    paths: list[Path], channels: int, size: int, workers: int = 0
+) -> Iterator[Decoded]:
+    """Hash and decode every file, in order, on ``workers`` processes (0 = every usable core)."""
+    workers = workers or len(os.sched_getaffinity(0))
+    jobs = [(p, channels, size) for p in paths]
+    if workers == 1 or len(jobs) < 256:  # a pool costs more than it saves on a few files
+        yield from map(_decode_one, jobs)
+        return
+    # spawn, not fork: the parent may hold torch's thread pools, which do not survive a fork.
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield from pool.map(_decode_one, jobs, chunksize=64)
 
 
 def stratified_split(labels: np.ndarray, ratios: dict[str, float], seed: int) -> np.ndarray:
@@ -97,6 +128,7 @@ def build_balanced_set(
     min_per_class: int,
     relative_to: Path | None = None,
     presplit: bool = False,
+    workers: int = 0,
 ) -> BalancedSet:
     """Decode every image once, drop corrupt files and duplicates, split and balance.
 
@@ -118,19 +150,17 @@ def build_balanced_set(
     images, labels, hashes, paths, in_test = [], [], [], [], []
     skipped, duplicates = [], []
     seen: dict[str, Path] = {}
-    for (path, label), fixed_test in zip(
-        tqdm(files, desc="decode", unit="img"), given_test, strict=True
+    decoded = decode_files([p for p, _ in files], channels, image_size, workers)
+    for (path, label), fixed_test, (digest, arr, error) in zip(
+        files, given_test, tqdm(decoded, total=len(files), desc="decode", unit="img"), strict=True
     ):
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
         if digest in seen:
             duplicates.append(
                 {"path": _rel(path, relative_to), "same_as": _rel(seen[digest], relative_to)}
             )
             continue
-        try:
-            arr = load_image(path, channels, image_size)
-        except ImageDecodeError as exc:
-            skipped.append({"path": _rel(path, relative_to), "reason": str(exc.__cause__ or exc)})
+        if arr is None:
+            skipped.append({"path": _rel(path, relative_to), "reason": error})
             continue
         seen[digest] = path
         images.append(arr)

@@ -28,6 +28,7 @@ def balance(config: Config, layout: Layout) -> dict[str, Any]:
         min_per_class=config.data.min_per_class,
         relative_to=layout.root,
         presplit=config.data.presplit,
+        workers=config.data.workers,
     )
     with atomic.atomic_path(layout.balanced) as tmp:
         for name, split in result.splits.items():
