@@ -39,12 +39,12 @@ bench: setup
 	$(BIN)/python benchmarks/data_stages.py
 
 lint: setup
-	ruff check src tests
-	ruff format --check src tests
+	ruff check src tests benchmarks
+	ruff format --check src tests benchmarks
 
 format: setup
-	ruff check --fix src tests
-	ruff format src tests
+	ruff check --fix src tests benchmarks
+	ruff format src tests benchmarks
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache src/*.egg-info

@@ -1,7 +1,7 @@
 """Benchmark: images/s of the balance stage's decode-check-resize-pack on 224-px JPEGs.
 
 Prints one process against every core, and their ratio, in one run. Usage:
-    python benchmarks/data_stages.py [--images 1200] [--size 224] [--out metrics/bench_data.json]
+    python benchmarks/data_stages.py [--images 1200] [--size 224] [--out reports/bench_data.json]
 """
 
 from __future__ import annotations
@@ -31,9 +31,16 @@ def make_jpegs(folder: Path, n: int, size: int) -> None:
 
 def run(folder: Path, workers: int, image_size: int) -> float:
     start = time.perf_counter()
-    result = build_balanced_set(folder, channels=3, image_size=image_size,
-                                ratios={"train": 0.7, "val": 0.15, "test": 0.15},
-                                strategy="none", seed=0, min_per_class=1, workers=workers)
+    result = build_balanced_set(
+        folder,
+        channels=3,
+        image_size=image_size,
+        ratios={"train": 0.7, "val": 0.15, "test": 0.15},
+        strategy="none",
+        seed=0,
+        min_per_class=1,
+        workers=workers,
+    )
     seconds = time.perf_counter() - start
     return sum(len(s) for s in result.splits.values()) / seconds
 
@@ -43,7 +50,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=1200)
     parser.add_argument("--size", type=int, default=224, help="side of the source JPEGs")
     parser.add_argument("--image-size", type=int, default=64, help="side they are resized to")
-    parser.add_argument("--out", type=Path, default=Path("metrics/bench_data.json"))
+    parser.add_argument("--out", type=Path, default=Path("reports/bench_data.json"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cores = len(os.sched_getaffinity(0))
@@ -52,11 +59,16 @@ def main() -> None:
         make_jpegs(folder, args.images, args.size)
         one = run(folder, 1, args.image_size)
         every = run(folder, cores, args.image_size)
-    result = {"images": args.images, "jpeg_side": args.size, "resized_to": args.image_size,
-              "cores": cores, "cpu": platform.processor() or platform.machine(),
-              "images_per_s_1_process": round(one, 1),
-              f"images_per_s_{cores}_processes": round(every, 1),
-              "ratio": round(every / one, 2)}
+    result = {
+        "images": args.images,
+        "jpeg_side": args.size,
+        "resized_to": args.image_size,
+        "cores": cores,
+        "cpu": platform.processor() or platform.machine(),
+        "images_per_s_1_process": round(one, 1),
+        f"images_per_s_{cores}_processes": round(every, 1),
+        "ratio": round(every / one, 2),
+    }
     write_json(args.out, result)
     print(json.dumps(result, indent=2))
 
