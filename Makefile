@@ -37,6 +37,7 @@ ui: setup
 
 bench: setup
 	$(BIN)/python benchmarks/data_stages.py
+	$(BIN)/python benchmarks/text_recognition_build.py
 
 lint: setup
 	ruff check src tests benchmarks
