@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 import struct
 from pathlib import Path
 
@@ -180,7 +181,9 @@ def test_folder_source_missing_path_is_clear(tmp_path) -> None:
         _fetch("folder", {"path": "nope"}, tmp_path, "")
 
 
-def test_download_stage_writes_the_source_summary(tmp_path, server, published_md5s, params) -> None:
+def test_download_stage_records_archives_and_notices_changes(
+    tmp_path, server, published_md5s, params, caplog
+) -> None:
     from tests.conftest import tiny_params
     from trackvision import stages
     from trackvision.config import parse_config
@@ -194,3 +197,12 @@ def test_download_stage_writes_the_source_summary(tmp_path, server, published_md
     stages.download(config, layout)
     summary = json.loads((layout.raw("text_recognition") / "source.json").read_text())
     assert summary["source"] == "text_recognition" and summary["images"] == 8
+
+    # The archive without a published checksum changes upstream: the next run says so.
+    for cached in (tmp_path / "cache").iterdir():
+        if cached.name.startswith("MSRA-TD500.zip"):
+            shutil.rmtree(cached) if cached.is_dir() else cached.unlink()
+    server.files["MSRA-TD500.zip"] = fake.msra_td500(n_train=13)
+    with caplog.at_level("WARNING"):
+        stages.download(config, layout)
+    assert "MSRA-TD500.zip changed since the last run" in caplog.text

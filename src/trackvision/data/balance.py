@@ -67,7 +67,11 @@ def _decode_one(job: tuple[Path, int, int]) -> Decoded:
 def decode_files(
     paths: list[Path], channels: int, size: int, workers: int = 0
 ) -> Iterator[Decoded]:
-    """Hash and decode every file, in order, on ``workers`` processes (0 = every usable core)."""
+    """Hash and decode every file, in order, on ``workers`` processes (0 = every usable core).
+
+    Worker processes are spawned, so a script that calls this must guard its entry point with
+    ``if __name__ == "__main__":`` (the ``trackvision`` command does).
+    """
     workers = workers or len(os.sched_getaffinity(0))
     jobs = [(p, channels, size) for p in paths]
     if workers == 1 or len(jobs) < 256:  # a pool costs more than it saves on a few files

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from trackvision.data.fetch import RemoteFile
+from trackvision.data.fetch import RemoteFile, file_digest
 from trackvision.data.sources import FetchContext, register_source
 from trackvision.errors import ConfigError, DataError
 
@@ -102,5 +102,7 @@ def fetch_fashion_mnist(
         "images": sum(sum(c.values()) for c in counts.values()),
         "classes": list(CLASSES),
         "counts": counts,
-        "md5": FILES,
+        "archives": {
+            name: {"sha256": file_digest(path), "md5": FILES[name]} for name, path in paths.items()
+        },
     }

@@ -93,5 +93,5 @@ def fetch_tiny_imagenet(
         "images": sum(sum(c.values()) for c in counts.values()),
         "classes": [names[w] for w in wnids],
         "counts": counts,
-        "archive": {"sha256": sha, "md5": ARCHIVE.md5},
+        "archives": {ARCHIVE.name: {"sha256": sha, "md5": ARCHIVE.md5}},
     }
