@@ -52,6 +52,11 @@ def published_md5s(monkeypatch, server):
     )
 
 
+def _balance(raw: Path, ratios: dict[str, float], **kwargs):
+    defaults = {"channels": 3, "image_size": 16, "strategy": "none", "seed": 0, "min_per_class": 1}
+    return build_balanced_set(raw, ratios=ratios, **{**defaults, **kwargs})
+
+
 def _context(tmp_path: Path, url: str) -> FetchContext:
     return FetchContext(Downloader(tmp_path / "cache", mirror=url, backoff=0.01), tmp_path)
 
@@ -122,16 +127,7 @@ def test_tiny_imagenet_names_val_mapping_and_subset(tmp_path, server, published_
 
 def test_presplit_balance_keeps_the_given_test_split(tmp_path, server, published_md5s) -> None:
     _fetch("tiny_imagenet", {}, tmp_path, server.url)
-    result = build_balanced_set(
-        tmp_path / "out",
-        channels=3,
-        image_size=16,
-        ratios={"train": 0.5, "val": 0.25, "test": 0.25},
-        strategy="none",
-        seed=0,
-        min_per_class=1,
-        presplit=True,
-    )
+    result = _balance(tmp_path / "out", {"train": 0.5, "val": 0.25, "test": 0.25}, presplit=True)
     test_paths = {r["path"] for r in result.manifest if r["split"] == "test"}
     assert len(test_paths) == 6 and all("/test/" in p for p in test_paths)
     train_val = [r for r in result.manifest if r["split"] != "test"]
@@ -160,16 +156,8 @@ def test_folder_source_with_nesting_corrupt_cmyk_and_non_images(tmp_path) -> Non
     summary = _fetch("folder", {"path": "photos"}, tmp_path, "")
     assert summary["counts"] == {"cats": 6, "dogs": 5}
     assert summary["ignored_not_images"] == 2
-    result = build_balanced_set(
-        tmp_path / "out",
-        channels=3,
-        image_size=16,
-        ratios={"train": 0.6, "val": 0.2, "test": 0.2},
-        strategy="none",
-        seed=0,
-        min_per_class=2,
-        relative_to=tmp_path,
-    )
+    ratios = {"train": 0.6, "val": 0.2, "test": 0.2}
+    result = _balance(tmp_path / "out", ratios, min_per_class=2, relative_to=tmp_path)
     assert result.report["skipped_unreadable"] == 1
     assert result.report["skipped"][0]["path"] == "out/cats/broken.jpg"
     assert any(r["path"] == "out/cats/cmyk.jpg" for r in result.manifest)  # CMYK decoded fine

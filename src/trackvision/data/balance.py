@@ -59,7 +59,7 @@ def _decode_one(job: tuple[Path, int, int]) -> Decoded:
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     try:
-        return digest, load_image(path, channels, size), ""
+        return digest, load_image(path, channels, size, data), ""
     except ImageDecodeError as exc:
         return digest, None, str(exc.__cause__ or exc)
 

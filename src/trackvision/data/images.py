@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -33,15 +34,18 @@ def _to_mode(img: Image.Image, channels: int) -> Image.Image:
     return img.convert("L" if channels == 1 else "RGB")
 
 
-def load_image(path: Path, channels: int, size: int | None = None) -> np.ndarray:
+def load_image(
+    path: Path, channels: int, size: int | None = None, data: bytes | None = None
+) -> np.ndarray:
     """Decode ``path`` to an HxWxC uint8 array, upright per EXIF, resized to ``size`` x ``size``.
 
+    ``data``: the file's bytes when the caller has read them already (saves a second read).
     Raises ImageDecodeError for unreadable files. Pillow's decompression-bomb guard stays on.
     """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(io.BytesIO(data) if data is not None else path) as img:
                 img.load()  # force a full decode: truncated files fail here, not later
                 img = ImageOps.exif_transpose(img) or img
                 img = _to_mode(img, channels)
