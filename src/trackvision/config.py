@@ -20,11 +20,12 @@ from trackvision.data.fetch import Downloader
 from trackvision.data.packed import SPLITS
 from trackvision.data.sources import available_sources, get_source, parse_options
 from trackvision.errors import ConfigError
+from trackvision.models.weights import is_weights_path
 from trackvision.models.zoo import check_arch_options, check_model_name
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "bf16")
-PRETRAINED = ("none", "hub")
+PRETRAINED = ("none", "hub", "embedded")
 
 
 @dataclass(frozen=True)
@@ -141,9 +142,10 @@ class Config:
         merged = {**dataclasses.asdict(self.train), **overrides}
         train = _train_settings(merged, f"models.{name}")
         pretrained = str(opts.pop("pretrained", "none"))
-        if pretrained not in PRETRAINED:
+        if pretrained not in PRETRAINED and not is_weights_path(pretrained):
             raise ConfigError(
-                f"models.{name}.pretrained: {pretrained!r} is not one of {', '.join(PRETRAINED)}"
+                f"models.{name}.pretrained: {pretrained!r} is not one of {', '.join(PRETRAINED)} "
+                "or a .safetensors/.pth file"
             )
         check_arch_options(name, opts)
         return ModelSpec(name, train, pretrained, opts)

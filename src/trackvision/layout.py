@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
+
+
+def repo_root() -> Path:
+    """The main repository: DVC_ROOT under DVC (also inside queued/temp experiments), else cwd."""
+    return Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve()
 
 
 @dataclass(frozen=True)

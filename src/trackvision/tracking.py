@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 from torch import nn
 
+from trackvision.layout import repo_root
+
 if TYPE_CHECKING:
     from trackvision.config import Config
 
@@ -75,11 +77,6 @@ def closing_run(tracker: Tracker) -> Iterator[Tracker]:
         tracker.close("FAILED")
         raise
     tracker.close()
-
-
-def repo_root() -> Path:
-    """The main repository: DVC_ROOT under DVC (also inside queued/temp experiments), else cwd."""
-    return Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve()
 
 
 def resolve_tracking_uri(configured: str = "") -> str:

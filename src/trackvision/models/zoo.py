@@ -17,6 +17,7 @@ from torch import nn
 from trackvision.errors import ConfigError, TrackvisionError
 from trackvision.models.cnn import ReportCNN
 from trackvision.models.vit import build_vit
+from trackvision.models.weights import load_pretrained
 
 Builder = Callable[..., nn.Module]
 
@@ -95,14 +96,27 @@ def create_model(
     """Build model ``name`` with a ``num_classes`` head for ``in_chans``-channel input."""
     arch = dict(arch or {})
     check_model_name(name, "model")
+    from_file = pretrained not in ("none", "hub", "embedded")
     if name in _MODELS:
-        if pretrained != "none":
-            raise ConfigError(f"models.{name}.pretrained: {name} is trained from scratch; use none")
+        if pretrained != "none" and not from_file:
+            raise ConfigError(
+                f"models.{name}.pretrained: {name} has no published weights; use none or a file"
+            )
         check_arch_options(name, arch)
         try:
-            return _MODELS[name].build(in_chans, num_classes, image_size, **arch)
+            model = _MODELS[name].build(in_chans, num_classes, image_size, **arch)
         except ValueError as exc:
             raise ConfigError(f"models.{name}: {exc}") from exc
+    else:
+        model = _create_timm(name, pretrained, num_classes, in_chans, arch)
+    if pretrained == "embedded" or from_file:
+        load_pretrained(model, name, pretrained)
+    return model
+
+
+def _create_timm(
+    name: str, pretrained: str, num_classes: int, in_chans: int, arch: dict[str, Any]
+) -> nn.Module:
     try:
         return timm.create_model(
             name, pretrained=pretrained == "hub", num_classes=num_classes, in_chans=in_chans, **arch
