@@ -144,3 +144,10 @@ def test_digits_source_runs_greyscale_through_the_pipeline(tmp_path: Path, param
         assert len(metrics["confusion_matrix"]) == 10
     pre = json.loads((layout.model_dir("mobilevit_xxs") / "preprocessing.json").read_text())
     assert pre["input_size"] == [1, 32, 32] and len(pre["mean"]) == 1
+
+
+def test_cli_lists_sources(capsys) -> None:
+    assert run(["sources"]) == 0
+    out = capsys.readouterr().out
+    for name in ("synthetic_text", "digits", "fashion_mnist", "text_recognition", "folder"):
+        assert name in out

@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
                 help="model to run (repeatable); default: every name in train.models",
             )
     sub.add_parser("check", help="validate params.yaml and exit")
+    sub.add_parser("sources", help="list the registered dataset sources")
     return parser
 
 
@@ -42,6 +43,13 @@ def run(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    if args.stage == "sources":
+        from trackvision.data.sources import available_sources, get_source
+
+        for name in available_sources():
+            source = get_source(name)
+            print(f"{name:18s} {source.description}")  # the command's output, not a log line
+        return 0
     try:
         # Imported here so `--help` is instant and config errors come before heavy imports.
         from trackvision.config import load_config
