@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
 import os
 import shutil
@@ -45,3 +47,12 @@ def write_text(target: Path, text: str) -> None:
 def write_json(target: Path, data: Any) -> None:
     """Atomically write ``data`` as indented JSON."""
     write_text(target, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def write_csv(target: Path, rows: list[dict[str, Any]], fieldnames: list[str]) -> None:
+    """Atomically write ``rows`` as CSV with a header (Unix line ends, whatever the platform)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fieldnames, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(target, buffer.getvalue())

@@ -151,7 +151,11 @@ class Config:
         return ModelSpec(name, train, pretrained, opts)
 
 
-_TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(TrainSettings))
+def _fields(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
+_TRAIN_KEYS = _fields(TrainSettings)
 
 
 # --- small typed getters: each names the full key in its error --------------------------------
@@ -348,10 +352,6 @@ def _mlflow(m: dict[str, Any]) -> MlflowConfig:
         tracking_uri=tracking_uri,
         log_model=_bool(m, "log_model", "mlflow"),
     )
-
-
-def _fields(cls: type) -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(cls))
 
 
 def parse_config(raw: Any) -> Config:

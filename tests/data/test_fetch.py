@@ -91,7 +91,9 @@ def _zip(path: Path, entries: dict[str, bytes]) -> Path:
     return path
 
 
-@pytest.mark.parametrize("bad", ["../evil.txt", "ok/../../evil.txt", "/etc/evil.txt"])
+@pytest.mark.parametrize(
+    "bad", ["../evil.txt", "ok/../../evil.txt", "/etc/evil.txt", "..\\evil.txt", "C:/evil.txt"]
+)
 def test_zip_escaping_its_folder_is_refused(tmp_path: Path, bad: str) -> None:
     archive = _zip(tmp_path / "a.zip", {"fine.txt": b"x", bad: b"y"})
     with pytest.raises(DataError, match="outside the target"):

@@ -154,16 +154,11 @@ def file_digest(path: Path, algorithm: str = "sha256") -> str:
     return h.hexdigest()
 
 
-def _check_member(name: str, archive: Path) -> PurePosixPath:
-    path = PurePosixPath(name)
-    if (
-        path.is_absolute()
-        or ".." in path.parts
-        or name.startswith(("/", "\\"))
-        or ":" in path.parts[0]
-    ):
+def _check_member(name: str, archive: Path) -> None:
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    # Absolute, parent-relative, or a Windows drive ("C:") all point outside the target.
+    if not parts or name.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]:
         raise DataError(f"{archive}: refusing entry {name!r}, which would write outside the target")
-    return path
 
 
 def safe_extract(archive: Path, dest: Path, max_bytes: int) -> None:

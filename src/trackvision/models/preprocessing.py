@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trackvision.atomic import write_json
+
 
 @dataclass(frozen=True)
 class Preprocessing:
@@ -40,7 +42,7 @@ class Preprocessing:
         return asdict(self)
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: Path) -> Preprocessing:

@@ -49,13 +49,14 @@ def map_in_order(model: nn.Module, source: dict[str, torch.Tensor], what: str) -
     if len(values) != len(target):
         raise ConfigError(f"{what}: {len(values)} tensors, but the model has {len(target)}")
     mapped = {}
-    for (key, tensor), value in zip(target, values, strict=True):
-        if tensor.ndim == 4 and tensor.shape[1] != value.shape[1] and not mapped:
+    head = _head_prefix(model)
+    for index, ((key, tensor), value) in enumerate(zip(target, values, strict=True)):
+        if index == 0 and tensor.ndim == 4 and tensor.shape[1] != value.shape[1]:
             # The stem of an RGB network fed greyscale (or other) channels: timm's own remedy.
             value = adapt_input_conv(tensor.shape[1], value)
         if tensor.shape == value.shape:
             mapped[key] = value
-        elif not key.startswith(_head_prefix(model)):
+        elif not key.startswith(head):
             raise ConfigError(
                 f"{what}: {key} is {tuple(tensor.shape)} in the model but "
                 f"{tuple(value.shape)} in the weights"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 from typing import Any
 
@@ -34,13 +32,9 @@ def balance(config: Config, layout: Layout) -> dict[str, Any]:
         for name, split in result.splits.items():
             write_split(tmp, name, split)
         write_classes(tmp, result.classes)
-        buffer = io.StringIO()
-        writer = csv.DictWriter(
-            buffer, fieldnames=["path", "label", "split", "sha256"], lineterminator="\n"
+        atomic.write_csv(
+            tmp / "manifest.csv", result.manifest, ["path", "label", "split", "sha256"]
         )
-        writer.writeheader()
-        writer.writerows(result.manifest)
-        (tmp / "manifest.csv").write_text(buffer.getvalue(), encoding="utf-8")
     atomic.write_json(layout.balance_report, result.report)
     log.info("balance: %s", {k: sum(v.values()) for k, v in result.report["after"].items()})
     if result.report["skipped_unreadable"]:

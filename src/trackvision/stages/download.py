@@ -25,7 +25,7 @@ def download(config: Config, layout: Layout) -> dict[str, Any]:
         context = FetchContext(config.download.downloader(layout.root), layout.root)
         summary = source.fetch(tmp, config.data.options, context)
         summary = {"source": source.name, "options": config.data.options.__dict__, **summary}
-        (tmp / "source.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        atomic.write_json(tmp / "source.json", summary)
     for name, digest in _archive_digests(target / "source.json").items():
         if before.get(name, digest) != digest:
             log.warning(

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
-import json
 import logging
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -100,11 +96,11 @@ def train(
         }
         with atomic.atomic_path(layout.model_dir(model_name)) as tmp:
             save_checkpoint(tmp, result.best_state, card, preprocess)
-            (tmp / "history.json").write_text(
-                json.dumps(result.history, indent=2) + "\n", encoding="utf-8"
-            )
-            (tmp / "train.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        _write_history_csv(layout.metrics_dir(model_name) / "history.csv", result.history)
+            atomic.write_json(tmp / "history.json", result.history)
+            atomic.write_json(tmp / "train.json", summary)
+        atomic.write_csv(
+            layout.metrics_dir(model_name) / "history.csv", result.history, list(result.history[0])
+        )
         tracker.log_metrics(
             {
                 "best_val_accuracy": result.best_val_accuracy,
@@ -123,11 +119,3 @@ def train(
         result.best_epoch,
     )
     return summary
-
-
-def _write_history_csv(path: Path, history: list[dict[str, float]]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(history[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(history)
-    atomic.write_text(path, buffer.getvalue())

@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from trackvision.atomic import write_json
 from trackvision.errors import DataError
 from trackvision.models.preprocessing import Preprocessing
 from trackvision.models.zoo import create_model
@@ -43,9 +44,7 @@ def save_checkpoint(
         {k: v.detach().cpu().contiguous().clone() for k, v in state.items()},
         str(directory / "model.safetensors"),
     )
-    (directory / "model.json").write_text(
-        json.dumps(card.__dict__, indent=2) + "\n", encoding="utf-8"
-    )
+    write_json(directory / "model.json", card.__dict__)
     preprocessing.save(directory / "preprocessing.json")
 
 
