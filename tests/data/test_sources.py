@@ -77,3 +77,40 @@ def test_logistic_regression_on_raw_pixels_stays_below_070() -> None:
     clf = LogisticRegression(max_iter=2000, C=1.0).fit(pixels[train], labels[train])
     accuracy = clf.score(pixels[test], labels[test])
     assert accuracy < 0.70, f"raw-pixel logistic regression reached {accuracy:.3f}"
+
+
+def test_text_stays_mostly_in_the_frame() -> None:
+    """A word group overhangs the frame by at most 20%, or shows a window onto it if it is wider."""
+    from trackvision.data.sources.synthetic_text import _offset
+
+    rng = np.random.default_rng(0)
+    for extent in (10, 40, 64, 90):
+        starts = [_offset(rng, extent, 64) for _ in range(500)]
+        visible = [min(64, s + extent) - max(0, s) for s in starts]
+        assert min(visible) >= min(extent, 64) * 0.8 - 1, (extent, min(visible))
+
+
+def test_text_colour_contrasts_in_brightness_with_what_it_covers() -> None:
+    from trackvision.data.sources.synthetic_text import _LUMA, _contrasting
+
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        under = rng.uniform(0, 255, (50, 3)) * rng.uniform(0, 1) + rng.uniform(0, 128)
+        colour = np.array(_contrasting(rng, under), float)
+        contrast = np.abs(under @ _LUMA - colour @ _LUMA)
+        assert np.median(contrast) > 50, (colour, under.mean(0))
+
+
+def test_text_images_show_their_text() -> None:
+    """On a flat ground, drawing text changes many pixels, clearly (no hidden, off-frame text)."""
+    from PIL import Image
+
+    from trackvision.data.sources.synthetic_text import _LUMA, _draw_text
+
+    for i in range(100):
+        rng = np.random.default_rng(i)
+        ground = tuple(int(v) for v in rng.integers(0, 256, 3))
+        img = Image.new("RGB", (64, 64), ground)
+        _draw_text(rng, img)
+        luma_change = np.abs((np.asarray(img, float) - np.array(ground, float)) @ _LUMA)
+        assert (luma_change > 50).sum() >= 40, f"image {i}: text barely visible"
