@@ -24,7 +24,9 @@ from trackvision.models.weights import is_weights_path
 from trackvision.models.zoo import check_arch_options, check_model_name
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "fp16")
+OPTIMIZERS = ("adamw", "adam", "sgd")
+FINETUNE_MODES = ("full", "linear_probe", "gradual")
 PRETRAINED = ("none", "hub", "embedded")
 
 
@@ -97,7 +99,13 @@ class TrainSettings:
     label_smoothing: float
     shift: int  # online augmentation: max random translation in px (0 = off)
     hflip: bool  # online augmentation: random horizontal flips
-    precision: str  # fp32 | bf16 (autocast + channels_last: ~2.5x for the CNN on AMX CPUs)
+    precision: str  # fp32 | bf16 (autocast + channels_last; ~2.5x for the CNN here) | fp16 (CUDA)
+    optimizer: str  # adamw | adam | sgd (momentum 0.9, Nesterov)
+    grad_clip: float  # max global L2 norm of the gradients (0 = off)
+    finetune: str  # full | linear_probe | gradual (see training/finetune.py)
+    head_epochs: int  # gradual: epochs that train the classifier alone
+    backbone_lr_scale: float  # gradual: backbone LR = lr * this once it is unfrozen
+    subset: float  # share of the original training images used (stratified; learning curves)
 
 
 @dataclass(frozen=True)
@@ -246,6 +254,12 @@ def _train_settings(t: dict[str, Any], prefix: str) -> TrainSettings:
         shift=_int(t, "shift", prefix, lo=0, hi=256),
         hflip=_bool(t, "hflip", prefix),
         precision=_choice(t, "precision", prefix, PRECISIONS),
+        optimizer=_choice(t, "optimizer", prefix, OPTIMIZERS),
+        grad_clip=_float(t, "grad_clip", prefix, lo=0.0),
+        finetune=_choice(t, "finetune", prefix, FINETUNE_MODES),
+        head_epochs=_int(t, "head_epochs", prefix, lo=0),
+        backbone_lr_scale=_float(t, "backbone_lr_scale", prefix, lo=0.0, hi=10.0, lo_open=True),
+        subset=_float(t, "subset", prefix, lo=0.0, hi=1.0, lo_open=True),
     )
 
 

@@ -30,6 +30,10 @@ class Layout:
     def model_dir(self, model: str) -> Path:
         return self.root / "models" / model
 
+    def resume_state(self, model: str, fingerprint: str) -> Path:
+        """Training state saved after every epoch, so a killed run resumes (not a DVC output)."""
+        return self.root / ".trackvision" / "resume" / f"{model}-{fingerprint[:16]}.pt"
+
     def metrics_dir(self, model: str) -> Path:
         return self.root / "metrics" / model
 

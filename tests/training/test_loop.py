@@ -15,7 +15,8 @@ from trackvision.errors import TrainingError
 from trackvision.models.preprocessing import Preprocessing
 from trackvision.models.zoo import create_model
 from trackvision.training.checkpoint import ModelCard, load_checkpoint, save_checkpoint
-from trackvision.training.loop import fit, warmup_cosine
+from trackvision.training.loop import fit
+from trackvision.training.optim import warmup_cosine
 
 SETTINGS = TrainSettings(
     lr=3e-3,
@@ -31,6 +32,12 @@ SETTINGS = TrainSettings(
     shift=0,
     hflip=False,
     precision="fp32",
+    optimizer="adamw",
+    grad_clip=0.0,
+    finetune="full",
+    head_epochs=1,
+    backbone_lr_scale=0.1,
+    subset=1.0,
 )
 PRE = Preprocessing((0.5,), (0.5,), (1, 16, 16), "bilinear", "test")
 

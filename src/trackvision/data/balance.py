@@ -103,6 +103,19 @@ def stratified_split(labels: np.ndarray, ratios: dict[str, float], seed: int) ->
     return assignment
 
 
+def stratified_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Sorted indices of ``fraction`` of each class (at least one image per class), seeded."""
+    labels = np.asarray(labels)
+    if fraction >= 1.0:
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    keep = [
+        rng.choice(members, max(1, round(len(members) * fraction)), replace=False)
+        for members in (np.flatnonzero(labels == c) for c in np.unique(labels))
+    ]
+    return np.sort(np.concatenate(keep))
+
+
 def rebalance(
     indices: np.ndarray, labels: np.ndarray, strategy: str, rng: np.random.Generator
 ) -> np.ndarray:

@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from typing import Any
 
+import numpy as np
 import torch
 
 from trackvision import atomic
 from trackvision.config import Config, ModelSpec
-from trackvision.data.packed import read_classes, read_split
+from trackvision.data.balance import stratified_subset
+from trackvision.data.packed import Split, read_classes, read_split
 from trackvision.errors import DataError
 from trackvision.layout import Layout
 from trackvision.models.inference import pick_device, to_nchw
 from trackvision.models.preprocessing import resolve_preprocessing
 from trackvision.models.zoo import create_model, model_family
 from trackvision.tracking import TrackerFactory, closing_run, flatten, open_tracker
-from trackvision.training.checkpoint import ModelCard, save_checkpoint
+from trackvision.training.checkpoint import ModelCard, ResumeFile, save_checkpoint
 from trackvision.training.loop import fit
 
 log = logging.getLogger(__name__)
@@ -44,13 +47,38 @@ def _run_params(
     }
 
 
+def _training_subset(layout: Layout, spec: ModelSpec) -> Split:
+    """The augmented training split, cut to ``train.subset`` of the original images.
+
+    The augmented split is the originals followed by their copies in the same order, so keeping
+    original ``i`` keeps rows ``i, i + n, i + 2n, ...``: a subset never sees copies of images
+    it left out.
+    """
+    augmented = read_split(layout.augmented, "train")
+    if spec.train.subset >= 1.0:
+        return augmented
+    originals = read_split(layout.balanced, "train")
+    n = len(originals)
+    keep = stratified_subset(np.asarray(originals.labels), spec.train.subset, spec.train.seed)
+    rows = np.concatenate([keep + k * n for k in range(len(augmented) // n)])
+    return Split(np.asarray(augmented.images[rows]), np.asarray(augmented.labels[rows]))
+
+
+def _fingerprint(params: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def train(
     config: Config, layout: Layout, model_name: str, tracker_factory: TrackerFactory = open_tracker
 ) -> dict[str, Any]:
-    """Train one model on the augmented train split, keep the best epoch by validation accuracy."""
+    """Train one model on the augmented train split, keep the best epoch by validation accuracy.
+
+    The training state is saved after every epoch; rerunning a killed or interrupted stage
+    with the same params and data resumes it, in the same MLflow run.
+    """
     spec = config.model(model_name)
     classes = read_classes(layout.balanced)
-    train_split = read_split(layout.augmented, "train")
+    train_split = _training_subset(layout, spec)
     val_split = read_split(layout.balanced, "val")
     channels = int(train_split.images.shape[-1])
     device = pick_device(spec.train.device)
@@ -67,11 +95,17 @@ def train(
     preprocess = resolve_preprocessing(model, family, channels, spec.train.image_size)
     n_params = sum(p.numel() for p in model.parameters())
 
-    with closing_run(tracker_factory(config, model_name, family)) as tracker:
+    params = {
+        **_run_params(config, spec, family, preprocess.to_dict()),
+        "data.manifest_sha256": _manifest_sha256(layout),
+    }
+    resume = ResumeFile(layout.resume_state(model_name, _fingerprint(params)), _fingerprint(params))
+    saved = resume.load()
+    run_id = (saved or {}).get("run_id") or None  # a resumed run continues its MLflow run
+    with closing_run(tracker_factory(config, model_name, family, run_id=run_id)) as tracker:
         tracker.log_params(
             {
-                **_run_params(config, spec, family, preprocess.to_dict()),
-                "data.manifest_sha256": _manifest_sha256(layout),
+                **params,
                 "data.classes": ",".join(classes),
                 "data.n_train": len(train_split),
                 "data.n_val": len(val_split),
@@ -79,7 +113,7 @@ def train(
                 "device": str(device),
             }
         )
-        result = fit(model, train_split, val_split, spec.train, preprocess, device, tracker)
+        result = fit(model, train_split, val_split, spec.train, preprocess, device, tracker, resume)
         model.load_state_dict(result.best_state)
         card = ModelCard(
             model_name, family, spec.arch, classes, channels, spec.train.image_size, spec.pretrained
@@ -112,6 +146,7 @@ def train(
         if config.mlflow.log_model:
             example = preprocess(to_nchw(val_split.images[:2])).numpy()
             tracker.log_model(model.cpu(), example)
+    resume.clear()  # the outputs are written: nothing left to resume
     log.info(
         "train %s: best val accuracy %.4f at epoch %d",
         model_name,

@@ -7,6 +7,7 @@ and ``preprocessing.json``. Loading never unpickles anything.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from trackvision.atomic import write_json
+from trackvision.atomic import atomic_path, write_json
 from trackvision.errors import DataError
 from trackvision.models.preprocessing import Preprocessing
 from trackvision.models.zoo import create_model
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -68,3 +71,41 @@ def load_checkpoint(directory: Path) -> tuple[nn.Module, ModelCard, Preprocessin
             f"{weights}: does not fit {card.name}: missing {missing}, unexpected {unexpected}"
         )
     return model.eval(), card, Preprocessing.load(directory / "preprocessing.json")
+
+
+@dataclass(frozen=True)
+class ResumeFile:
+    """Where a run's full training state goes after every epoch, and what it must match.
+
+    The state (model, optimizer, scheduler, scaler, RNG, history, early-stopping counters) is a
+    plain dict of tensors and numbers: written with ``torch.save``, read back with
+    ``weights_only=True``, so a state file can never run code. ``fingerprint`` names everything
+    that shaped the run (settings, data, model); a state saved under another one is ignored.
+    """
+
+    path: Path
+    fingerprint: str
+
+    def load(self) -> dict[str, Any] | None:
+        """The saved state if there is one for this fingerprint, else None."""
+        if not self.path.is_file():
+            return None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a torn or foreign file must not block a fresh start
+            log.warning("%s: unreadable training state (%s); starting afresh", self.path, exc)
+            return None
+        if not isinstance(state, dict) or state.get("fingerprint") != self.fingerprint:
+            log.info("%s: saved for other settings or data; starting afresh", self.path)
+            return None
+        return state
+
+    def save(self, state: dict[str, Any]) -> None:
+        """Write ``state`` atomically: a kill mid-write leaves the previous epoch's state."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.path) as tmp:
+            torch.save({**state, "fingerprint": self.fingerprint}, tmp)
+
+    def clear(self) -> None:
+        """Forget the state (the run finished and its outputs are written)."""
+        self.path.unlink(missing_ok=True)

@@ -10,7 +10,9 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -23,6 +25,9 @@ from trackvision.errors import TrainingError
 from trackvision.models.inference import predict_logits, to_nchw
 from trackvision.models.preprocessing import Preprocessing
 from trackvision.tracking import NullTracker, Tracker
+from trackvision.training.checkpoint import ResumeFile
+from trackvision.training.finetune import backbone_frozen, set_phase
+from trackvision.training.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)
 
@@ -37,18 +42,6 @@ class FitResult:
     best_state: dict[str, torch.Tensor] = field(repr=False)
     stopped_early: bool
     seconds: float
-
-
-def warmup_cosine(total_steps: int, warmup_steps: int):
-    """LR multiplier: linear warm-up, then cosine decay to zero."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
 
 
 def evaluate_split(
@@ -66,6 +59,16 @@ def evaluate_split(
     return loss, accuracy
 
 
+def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    if precision == "fp32":
+        return None
+    if precision == "fp16" and device.type != "cuda":
+        raise TrainingError(
+            f"precision fp16 needs a CUDA device, not {device.type}; use bf16 (CPU) or fp32"
+        )
+    return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
 def fit(
     model: nn.Module,
     train: Split,
@@ -74,33 +77,54 @@ def fit(
     preprocess: Preprocessing,
     device: torch.device,
     tracker: Tracker | None = None,
+    resume: ResumeFile | None = None,
 ) -> FitResult:
-    """Train ``model`` in place; returns the history and the best state (by val accuracy)."""
+    """Train ``model`` in place; returns the history and the best state (by val accuracy).
+
+    With ``resume``, the full training state is saved after every epoch, and a run that finds a
+    matching state there continues from it, ending exactly where an uninterrupted run would.
+    """
     tracker = tracker or NullTracker()
     torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
     model.to(device)
-    bf16 = settings.precision == "bf16"
-    if bf16:  # channels_last is what lets bf16 convolutions use the fast kernels
+    amp_dtype = _autocast_dtype(settings.precision, device)
+    channels_last = amp_dtype is not None or device.type == "cuda"
+    if channels_last:  # what lets reduced-precision convolutions use the fast kernels
         model.to(memory_format=torch.channels_last)
 
-    x_train, y_train = to_nchw(train.images), torch.from_numpy(train.labels)
-    x_val, y_val = to_nchw(val.images), torch.from_numpy(val.labels)
+    x_train, y_train = to_nchw(train.images), torch.from_numpy(np.asarray(train.labels))
+    x_val, y_val = to_nchw(val.images), torch.from_numpy(np.asarray(val.labels))
     steps_per_epoch = math.ceil(len(y_train) / settings.batch_size)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        warmup_cosine(settings.epochs * steps_per_epoch, settings.warmup_epochs * steps_per_epoch),
-    )
+    optimizer = build_optimizer(model, settings)
+    scheduler = build_scheduler(optimizer, settings, steps_per_epoch)
+    scaler = torch.amp.GradScaler(device.type, enabled=settings.precision == "fp16")
 
     history: list[dict[str, float]] = []
-    best_acc, best_loss, best_epoch = -1.0, math.inf, 0
+    best_acc, best_loss, best_epoch, stale, stopped_early = -1.0, math.inf, 0, 0, False
     best_state = copy.deepcopy(model.state_dict())
-    stale, stopped_early, start = 0, False, time.perf_counter()
-    for epoch in range(1, settings.epochs + 1):
-        model.train()
+    done_seconds, first_epoch = 0.0, 1
+    saved = resume.load() if resume else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        scaler.load_state_dict(saved["scaler"])
+        generator.set_state(saved["rng"]["generator"])
+        torch.set_rng_state(saved["rng"]["torch"])
+        if device.type == "cuda" and "cuda" in saved["rng"]:
+            torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
+        history, best_state = saved["history"], saved["best_state"]
+        best_acc, best_loss, best_epoch, stale = saved["best"]
+        stopped_early, done_seconds = saved["stopped_early"], saved["seconds"]
+        first_epoch = saved["epoch"] + 1
+        log.info("resuming from the state saved after epoch %d (%s)", saved["epoch"], resume.path)
+    last_epoch = first_epoch - 1 if stopped_early else settings.epochs
+
+    start = time.perf_counter()
+    for epoch in range(first_epoch, last_epoch + 1):
+        set_phase(model, backbone_frozen(settings.finetune, epoch, settings.head_epochs))
+        trainable = [p for p in model.parameters() if p.requires_grad]
         order = torch.randperm(len(y_train), generator=generator)
         seen, loss_sum, correct, t0 = 0, 0.0, 0, time.perf_counter()
         bar = tqdm(
@@ -113,10 +137,10 @@ def fit(
             idx = order[step * settings.batch_size : (step + 1) * settings.batch_size]
             x = preprocess(x_train[idx].to(device))
             x = random_flip_shift(x, generator, settings.shift, flip=settings.hflip)
-            if bf16:
+            if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             y = y_train[idx].to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 logits = model(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=settings.label_smoothing)
             if not torch.isfinite(loss):
@@ -125,8 +149,12 @@ def fit(
                     "rate or check the inputs"
                 )
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            if settings.grad_clip > 0:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(trainable, settings.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
             seen += len(y)
             loss_sum += loss.item() * len(y)
@@ -160,11 +188,42 @@ def fit(
             best_state = copy.deepcopy(model.state_dict())
         else:
             stale += 1
-            if settings.patience and stale >= settings.patience:
-                log.info("early stop: no val accuracy gain for %d epochs", stale)
-                stopped_early = True
-                break
+            stopped_early = bool(settings.patience and stale >= settings.patience)
+        if resume:
+            resume.save(
+                {
+                    "epoch": epoch,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "rng": _rng_state(generator, device),
+                    "history": history,
+                    "best_state": best_state,
+                    "best": [best_acc, best_loss, best_epoch, stale],
+                    "stopped_early": stopped_early,
+                    "seconds": done_seconds + time.perf_counter() - start,
+                    "run_id": tracker.run_id or "",
+                }
+            )
+        if stopped_early:
+            log.info("early stop: no val accuracy gain for %d epochs", stale)
+            break
     model.to(memory_format=torch.contiguous_format)
+    for p in model.parameters():
+        p.requires_grad_(True)
     return FitResult(
-        history, best_epoch, best_acc, best_state, stopped_early, time.perf_counter() - start
+        history,
+        best_epoch,
+        best_acc,
+        best_state,
+        stopped_early,
+        done_seconds + time.perf_counter() - start,
     )
+
+
+def _rng_state(generator: torch.Generator, device: torch.device) -> dict[str, Any]:
+    state: dict[str, Any] = {"generator": generator.get_state(), "torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
