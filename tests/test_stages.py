@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -56,6 +57,9 @@ def test_stages_write_every_declared_output(tiny_run) -> None:
     metrics = json.loads((layout.metrics_dir("cnn") / "test.json").read_text())
     assert {"accuracy", "f1_weighted", "loss", "per_class", "confusion_matrix"} <= set(metrics)
     assert metrics["n"] == len(read_split(layout.balanced, "test"))
+    assert metrics["n_params"] > 0 and metrics["cpu_latency_ms"] > 0
+    size = (layout.model_dir("cnn") / "model.safetensors").stat().st_size
+    assert metrics["model_size_mb"] == pytest.approx(size / 1e6, abs=1e-3)
     records = json.loads((layout.metrics_dir("cnn") / "confusion.json").read_text())
     assert len(records) == metrics["n"] and set(records[0]) == {"actual", "predicted"}
     for name in ("confusion.png", "curves.png", "history.csv", "report.txt"):
@@ -87,6 +91,78 @@ def test_training_run_is_tracked_and_evaluation_joins_it(tiny_run) -> None:
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
     assert "evaluation/confusion.png" in artifacts
     assert "evaluation/report.txt" in artifacts
+
+
+def test_an_interrupted_training_resumes_in_the_same_mlflow_run(tiny_run) -> None:
+    """Ctrl-C in epoch 2: the run is KILLED with epoch 1 saved; rerunning resumes that run."""
+    from mlflow.tracking import MlflowClient
+
+    from trackvision.tracking import open_tracker
+
+    config, layout = tiny_run
+    reference = json.loads((layout.model_dir("cnn") / "history.json").read_text())
+
+    def interrupting(*args, **kwargs):
+        tracker = open_tracker(*args, **kwargs)
+        log_metrics = tracker.log_metrics
+
+        def stop_in_epoch_2(metrics, step=None):
+            if step == 2:
+                raise KeyboardInterrupt
+            log_metrics(metrics, step)
+
+        tracker.log_metrics = stop_in_epoch_2
+        return tracker
+
+    with pytest.raises(KeyboardInterrupt):
+        stages.train(config, layout, "cnn", tracker_factory=interrupting)
+    client = MlflowClient(config.mlflow.tracking_uri)
+    exp = client.get_experiment_by_name("synthetic_text")
+    killed = [r for r in client.search_runs([exp.experiment_id]) if r.info.status == "KILLED"]
+    assert len(killed) == 1
+    assert list((layout.root / ".trackvision" / "resume").glob("cnn-*.pt"))
+
+    summary = stages.train(config, layout, "cnn")
+    assert summary["mlflow_run_id"] == killed[0].info.run_id
+    run = client.get_run(killed[0].info.run_id)
+    assert run.info.status == "FINISHED"
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")]
+    assert steps == [1, 2]  # epoch 1 from before the interruption, epoch 2 after: one run
+    resumed = json.loads((layout.model_dir("cnn") / "history.json").read_text())
+    for before, after in zip(reference, resumed, strict=True):
+        assert (
+            before["val_loss"] == after["val_loss"] and before["train_loss"] == after["train_loss"]
+        )
+    assert not list((layout.root / ".trackvision" / "resume").glob("*.pt"))  # cleared when done
+
+
+def test_subset_trains_on_a_stratified_share_with_its_copies(tiny_run) -> None:
+    from trackvision.stages.train import _training_subset
+
+    config, layout = tiny_run
+    spec = config.model("cnn")
+    originals = read_split(layout.balanced, "train")
+    augmented = read_split(layout.augmented, "train")
+    assert len(_training_subset(layout, spec)) == len(augmented)
+
+    half = _training_subset(layout, dataclasses.replace(spec, train=_with(spec.train, subset=0.5)))
+    counts = np.bincount(np.asarray(originals.labels))
+    kept = [max(1, round(c * 0.5)) for c in counts]
+    assert np.bincount(np.asarray(half.labels)).tolist() == [2 * k for k in kept]
+    # The first half are originals; the second half their augmented copies, in the same order.
+    n = sum(kept)
+    first = np.asarray(half.images[:n])
+    rows = [
+        next(i for i in range(len(originals)) if np.array_equal(originals.images[i], img))
+        for img in first
+    ]
+    assert np.array_equal(
+        np.asarray(half.images[n:]), np.asarray(augmented.images)[np.array(rows) + len(originals)]
+    )
+
+
+def _with(settings, **changes):
+    return dataclasses.replace(settings, **changes)
 
 
 def test_same_params_same_metrics(tmp_path: Path, params) -> None:

@@ -12,6 +12,8 @@ from trackvision.errors import TrackvisionError
 log = logging.getLogger("trackvision")
 
 STAGES = ("download", "balance", "augment", "train", "evaluate", "compare")
+# Commands that build models and so validate the model entries of params.yaml up front.
+_MODEL_STAGES = ("check", "train", "evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,12 +56,15 @@ def run(argv: list[str] | None = None) -> int:
         # Imported here so `--help` is instant and config errors come before heavy imports.
         from trackvision.config import load_config
 
-        config = load_config(args.params)
+        config = load_config(args.params, check_models=args.stage in _MODEL_STAGES)
         if args.stage == "check":
             log.info("%s: valid", args.params)
             return 0
-        from trackvision import stages
+        import importlib
+
         from trackvision.layout import Layout
+
+        stage = getattr(importlib.import_module(f"trackvision.stages.{args.stage}"), args.stage)
 
         layout = Layout(Path.cwd())
         if args.stage in ("train", "evaluate"):
@@ -69,9 +74,9 @@ def run(argv: list[str] | None = None) -> int:
                     from trackvision.models.zoo import check_model_name
 
                     check_model_name(name, "--model")
-                getattr(stages, args.stage)(config, layout, name)
+                stage(config, layout, name)
         else:
-            getattr(stages, args.stage)(config, layout)
+            stage(config, layout)
     except TrackvisionError as exc:
         log.error("%s", exc)
         return exc.exit_code

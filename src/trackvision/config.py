@@ -20,8 +20,6 @@ from trackvision.data.fetch import Downloader
 from trackvision.data.packed import SPLITS
 from trackvision.data.sources import available_sources, get_source, parse_options
 from trackvision.errors import ConfigError
-from trackvision.models.weights import is_weights_path
-from trackvision.models.zoo import check_arch_options, check_model_name
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -121,6 +119,7 @@ class ModelSpec:
 @dataclass(frozen=True)
 class EvaluateConfig:
     batch_size: int
+    latency_repeats: int  # timed batch-1 forward passes on the CPU (median reported)
 
 
 @dataclass(frozen=True)
@@ -145,6 +144,10 @@ class Config:
 
     def model(self, name: str) -> ModelSpec:
         """The fully resolved settings of model ``name`` (any timm name gets defaults)."""
+        # Imported here: the model registry costs seconds (torch, timm) that data stages skip.
+        from trackvision.models.weights import is_weights_path
+        from trackvision.models.zoo import check_arch_options
+
         opts = dict(self.model_options.get(name) or {})
         overrides = {k: opts.pop(k) for k in list(opts) if k in _TRAIN_KEYS}
         merged = {**dataclasses.asdict(self.train), **overrides}
@@ -314,14 +317,17 @@ def _augment(a: dict[str, Any]) -> AugmentSettings:
     )
 
 
-def _model_names(t: dict[str, Any]) -> tuple[str, ...]:
+def _model_names(t: dict[str, Any], check: bool) -> tuple[str, ...]:
     models = _require(t, "models", "train")
     if not isinstance(models, list) or not models or not all(isinstance(m, str) for m in models):
         raise ConfigError(f"train.models: expected a non-empty list of model names, got {models!r}")
     if len(set(models)) != len(models):
         raise ConfigError(f"train.models: duplicate names in {models}")
-    for name in models:
-        check_model_name(name, "train.models")
+    if check:
+        from trackvision.models.zoo import check_model_name
+
+        for name in models:
+            check_model_name(name, "train.models")
     return tuple(models)
 
 
@@ -368,8 +374,12 @@ def _mlflow(m: dict[str, Any]) -> MlflowConfig:
     )
 
 
-def parse_config(raw: Any) -> Config:
-    """Validate a params mapping (as loaded from params.yaml) into a Config."""
+def parse_config(raw: Any, check_models: bool = True) -> Config:
+    """Validate a params mapping (as loaded from params.yaml) into a Config.
+
+    ``check_models=False`` skips the model entries (names, options), which need torch and timm:
+    the data stages and compare do not build models and start seconds sooner without them.
+    """
     sections = ("data", "download", "balance", "augment", "train", "models", "evaluate", "mlflow")
     root = _section(raw, "params.yaml", sections)
     for key in sections:
@@ -379,7 +389,7 @@ def parse_config(raw: Any) -> Config:
     model_options = _section(root.get("models") or {}, "models")
     for name, opts in model_options.items():
         _section(opts or {}, f"models.{name}")
-    evaluate = _section(root["evaluate"], "evaluate", ("batch_size",))
+    evaluate = _section(root["evaluate"], "evaluate", _fields(EvaluateConfig))
 
     config = Config(
         data=_data(_section(root["data"], "data")),
@@ -387,19 +397,23 @@ def parse_config(raw: Any) -> Config:
         balance=_balance(_section(root["balance"], "balance", ("strategy", "split", "seed"))),
         augment=_augment(_section(root["augment"], "augment", _fields(AugmentSettings))),
         train=_train_settings(t, "train"),
-        models=_model_names(t),
+        models=_model_names(t, check_models),
         model_options={k: dict(v or {}) for k, v in model_options.items()},
-        evaluate=EvaluateConfig(batch_size=_int(evaluate, "batch_size", "evaluate", lo=1)),
+        evaluate=EvaluateConfig(
+            batch_size=_int(evaluate, "batch_size", "evaluate", lo=1),
+            latency_repeats=_int(evaluate, "latency_repeats", "evaluate", lo=1, hi=10_000),
+        ),
         mlflow=_mlflow(_section(root["mlflow"], "mlflow", _fields(MlflowConfig))),
         raw=root,
     )
-    for name in config.models:  # resolve once now, so per-model typos fail before any work
-        config.model(name)
+    if check_models:  # resolve once now, so per-model typos fail before any work
+        for name in config.models:
+            config.model(name)
     return config
 
 
-def load_config(path: Path) -> Config:
-    """Read and validate ``params.yaml``."""
+def load_config(path: Path, check_models: bool = True) -> Config:
+    """Read and validate ``params.yaml`` (``check_models=False``: all but the model entries)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such file; run from the repository root or pass --params")
@@ -407,4 +421,4 @@ def load_config(path: Path) -> Config:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    return parse_config(raw)
+    return parse_config(raw, check_models)

@@ -63,3 +63,27 @@ def test_preprocessing_round_trips_through_json(tmp_path) -> None:
     pre = Preprocessing((0.5,), (0.25,), (1, 16, 16), "bilinear", "test")
     pre.save(tmp_path / "p.json")
     assert Preprocessing.load(tmp_path / "p.json") == pre
+
+
+@pytest.mark.parametrize(("channels", "size"), [(1, 28), (3, 224)])
+@pytest.mark.parametrize(
+    ("name", "arch"),
+    [
+        ("cnn", {}),
+        ("vit", {"dim": 32, "depth": 1, "heads": 2}),
+        ("mobilevit_xxs", {}),
+        ("tf_efficientnet_lite0", {}),
+    ],
+)
+def test_every_family_trains_a_step_on_fashion_and_photo_sizes(name, arch, channels, size) -> None:
+    """28-px greyscale (Fashion-MNIST) and 224-px RGB (photos): forward, backward, a step."""
+    if name == "vit":
+        arch = {**arch, "patch_size": 4 if size == 28 else 16}
+    model = create_model(name, num_classes=4, in_chans=channels, image_size=size, arch=arch)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    x, y = torch.randn(2, channels, size, size), torch.tensor([0, 3])
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    optimizer.step()
+    assert torch.isfinite(loss)
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)

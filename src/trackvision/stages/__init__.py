@@ -5,11 +5,16 @@ DVC) calls these; tests call them directly. Every output is written to a tempora
 into place, so an interrupted stage leaves the previous outputs intact.
 """
 
-from trackvision.stages.augment import augment
-from trackvision.stages.balance import balance
-from trackvision.stages.compare import compare
-from trackvision.stages.download import download
-from trackvision.stages.evaluate import evaluate
-from trackvision.stages.train import train
+import importlib
+from typing import Any
 
 __all__ = ["augment", "balance", "compare", "download", "evaluate", "train"]
+
+
+def __getattr__(name: str) -> Any:
+    # Loaded on first use: the data stages should not pay for torch, timm and MLflow imports.
+    if name not in __all__:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    function = getattr(importlib.import_module(f"{__name__}.{name}"), name)
+    globals()[name] = function  # replaces the submodule the import bound to this name
+    return function

@@ -13,6 +13,10 @@ from trackvision.layout import Layout
 log = logging.getLogger(__name__)
 
 
+def _num(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
 def compare(config: Config, layout: Layout) -> str:
     """A table of every model's test metrics, best first: ``reports/compare.md`` and ``.json``."""
     rows = []
@@ -30,6 +34,8 @@ def compare(config: Config, layout: Layout) -> str:
                 "loss": m["loss"],
                 "n_test": m["n"],
                 "n_params": train_info["n_params"],
+                "model_size_mb": m.get("model_size_mb"),
+                "cpu_latency_ms": m.get("cpu_latency_ms"),
                 "best_epoch": train_info["best_epoch"],
                 "train_seconds": train_info["train_seconds"],
             }
@@ -38,13 +44,14 @@ def compare(config: Config, layout: Layout) -> str:
     lines = [
         f"# Test-set comparison ({config.data.source})",
         "",
-        "| model | accuracy | F1 (weighted) | loss | test images | parameters | best epoch "
-        "| train s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | accuracy | F1 (weighted) | loss | test images | parameters | file MB "
+        "| CPU ms/image | best epoch | train s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     lines += [
         f"| {r['model']} | {r['accuracy']:.4f} | {r['f1_weighted']:.4f} | {r['loss']:.4f} | "
-        f"{r['n_test']} | {r['n_params']:,} | {r['best_epoch']} | {r['train_seconds']:.1f} |"
+        f"{r['n_test']} | {r['n_params']:,} | {_num(r['model_size_mb'], '.2f')} | "
+        f"{_num(r['cpu_latency_ms'], '.2f')} | {r['best_epoch']} | {r['train_seconds']:.1f} |"
         for r in rows
     ]
     text = "\n".join(lines) + "\n"

@@ -22,7 +22,9 @@ def download(config: Config, layout: Layout) -> dict[str, Any]:
     before = _archive_digests(target / "source.json")
     with atomic.atomic_path(target) as tmp:
         tmp.mkdir(parents=True)
-        context = FetchContext(config.download.downloader(layout.root), layout.root)
+        context = FetchContext(
+            config.download.downloader(layout.root), layout.root, config.data.workers
+        )
         summary = source.fetch(tmp, config.data.options, context)
         summary = {"source": source.name, "options": config.data.options.__dict__, **summary}
         atomic.write_json(tmp / "source.json", summary)

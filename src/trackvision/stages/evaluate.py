@@ -26,6 +26,7 @@ def evaluate(
 ) -> dict[str, Any]:
     """Score one trained model on the test split; add the results to its training run."""
     # Imported here: scikit-learn and matplotlib cost seconds that the other stages need not pay.
+    from trackvision.evaluation.footprint import footprint
     from trackvision.evaluation.metrics import (
         classification_metrics,
         confusion_records,
@@ -49,6 +50,11 @@ def evaluate(
     )
     metrics = classification_metrics(logits, labels, classes)
     metrics["model"] = model_name
+    # What it costs on a small device: the question the thesis asked of MobileViT.
+    example = preprocess(to_nchw(test.images[:1]))
+    metrics.update(
+        footprint(model, model_dir / "model.safetensors", example, config.evaluate.latency_repeats)
+    )
     history = json.loads((model_dir / "history.json").read_text(encoding="utf-8"))
 
     out = layout.metrics_dir(model_name)
@@ -73,7 +79,12 @@ def evaluate(
     )
     with closing_run(tracker):
         tracker.log_metrics(
-            {f"test_{k}": metrics[k] for k in ("accuracy", "f1_weighted", "f1_macro", "loss")}
+            {
+                **{
+                    f"test_{k}": metrics[k] for k in ("accuracy", "f1_weighted", "f1_macro", "loss")
+                },
+                **{k: metrics[k] for k in ("model_size_mb", "cpu_latency_ms")},
+            }
         )
         for name in ("test.json", "report.txt", "confusion.png", "curves.png", "confusion.json"):
             tracker.log_artifact(out / name, "evaluation")

@@ -20,10 +20,11 @@ from trackvision.errors import ConfigError
 
 @dataclass(frozen=True)
 class FetchContext:
-    """What a source may use besides its options: the downloader and the repository root."""
+    """What a source may use besides its options: downloader, repository root, processes."""
 
     downloader: Downloader
     root: Path
+    workers: int = 1  # processes a source may use to build its files (0 = every usable core)
 
 
 FetchFn = Callable[[Path, Any, FetchContext], dict[str, Any]]

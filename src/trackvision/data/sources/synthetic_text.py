@@ -10,6 +10,9 @@ occluded. Image ``i`` depends only on ``(seed, i)``, so raising ``count`` keeps 
 from __future__ import annotations
 
 import functools
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -295,6 +298,12 @@ def generate_image(seed: int, index: int, size: int, with_text: bool) -> Image.I
     return img
 
 
+def _write_image(job: tuple[SyntheticTextOptions, int, str, Path]) -> None:
+    options, index, label, path = job
+    img = generate_image(options.seed, index, options.size, label == "text")
+    img.save(path, quality=options.jpeg_quality)
+
+
 @register_source("synthetic_text", options=SyntheticTextOptions, channels=3)
 def fetch_synthetic_text(
     out_dir: Path, options: SyntheticTextOptions, context: FetchContext
@@ -305,9 +314,20 @@ def fetch_synthetic_text(
     for label in CLASSES:
         (out_dir / label).mkdir(parents=True, exist_ok=True)
     labels = ["text"] * counts["text"] + ["no_text"] * counts["no_text"]
-    for i, label in enumerate(tqdm(labels, desc="synthetic_text")):
-        img = generate_image(options.seed, i, options.size, label == "text")
-        img.save(out_dir / label / f"img_{i:05d}.jpg", quality=options.jpeg_quality)
+    jobs = [
+        (options, i, label, out_dir / label / f"img_{i:05d}.jpg") for i, label in enumerate(labels)
+    ]
+    workers = context.workers or len(os.sched_getaffinity(0))
+    bar = tqdm(total=len(jobs), desc="synthetic_text", unit="img")
+    if workers == 1 or len(jobs) < 256:  # a pool costs more than it saves on a few images
+        for job in jobs:
+            _write_image(job)
+            bar.update()
+    else:  # image i depends only on (seed, i): the processes change nothing but the wall time
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for _ in pool.map(_write_image, jobs, chunksize=64):
+                bar.update()
+    bar.close()
     return {
         "images": options.count,
         "classes": list(CLASSES),

@@ -1,0 +1,34 @@
+"""What a model costs on a small device: parameters, file size, CPU latency per image."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+def cpu_latency_ms(model: nn.Module, example: torch.Tensor, repeats: int, warmup: int = 3) -> float:
+    """Median wall time of one forward pass of ``example`` (batch 1) on the CPU, in ms."""
+    model = model.cpu().eval()
+    example = example.cpu()
+    times = []
+    with torch.inference_mode():
+        for i in range(warmup + repeats):
+            t0 = time.perf_counter()
+            model(example)
+            if i >= warmup:  # the first calls pay for allocation and kernel selection
+                times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
+
+
+def footprint(model: nn.Module, weights: Path, example: torch.Tensor, repeats: int) -> dict:
+    """Parameter count, weights file size (MB) and median CPU latency per image (ms)."""
+    return {
+        "n_params": sum(p.numel() for p in model.parameters()),
+        "model_size_mb": round(weights.stat().st_size / 1e6, 3),
+        "cpu_latency_ms": round(cpu_latency_ms(model, example, repeats), 3),
+        "cpu_threads": torch.get_num_threads(),
+    }

@@ -1,0 +1,1 @@
+"""Analyses across many runs (learning curves), read back from the tracking store."""
