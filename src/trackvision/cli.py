@@ -33,6 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
                 metavar="NAME",
                 help="model to run (repeatable); default: every name in train.models",
             )
+    curve = sub.add_parser(
+        "learning-curve",
+        help="plot test accuracy against training data share (from a dvc exp sweep, via MLflow)",
+    )
+    curve.add_argument("--model", required=True, metavar="NAME", help="model swept")
     sub.add_parser("check", help="validate params.yaml and exit")
     sub.add_parser("sources", help="list the registered dataset sources")
     return parser
@@ -59,6 +64,15 @@ def run(argv: list[str] | None = None) -> int:
         config = load_config(args.params, check_models=args.stage in _MODEL_STAGES)
         if args.stage == "check":
             log.info("%s: valid", args.params)
+            return 0
+        if args.stage == "learning-curve":
+            from trackvision.experiments.learning_curve import curve_points, write_learning_curve
+            from trackvision.tracking import finished_runs, resolve_tracking_uri
+
+            runs = finished_runs(
+                resolve_tracking_uri(config.mlflow.tracking_uri), config.data.source
+            )
+            write_learning_curve(curve_points(runs, args.model), args.model, Path("reports"))
             return 0
         import importlib
 

@@ -88,6 +88,28 @@ def resolve_tracking_uri(configured: str = "") -> str:
     )
 
 
+def finished_runs(tracking_uri: str, experiment: str) -> list[dict[str, Any]]:
+    """Every FINISHED run of ``experiment``: run_id, start_time, params and metrics as dicts."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    runs = client.search_runs(
+        [exp.experiment_id], filter_string="attributes.status = 'FINISHED'", max_results=5000
+    )
+    return [
+        {
+            "run_id": r.info.run_id,
+            "start_time": r.info.start_time,
+            "params": dict(r.data.params),
+            "metrics": dict(r.data.metrics),
+        }
+        for r in runs
+    ]
+
+
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """{'train': {'lr': 1e-4}} -> {'train.lr': 1e-4}; lists become their string form."""
     out: dict[str, Any] = {}
