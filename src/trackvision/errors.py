@@ -19,3 +19,7 @@ class DataError(TrackvisionError):
 
 class TrainingError(TrackvisionError):
     """Training cannot go on (a non-finite loss, say); the message names epoch and step."""
+
+
+class TrackingError(TrackvisionError):
+    """The tracking store could not be reached; the message says what was not recorded."""

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import subprocess
+import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 from torch import nn
 
+from trackvision.errors import TrackingError
 from trackvision.layout import repo_root
 
 if TYPE_CHECKING:
@@ -232,6 +234,91 @@ class MlflowTracker:
         self._mlflow.end_run(status=status)
 
 
+class RetryingTracker:
+    """A Tracker that retries, then queues, instead of failing the training it records.
+
+    A tracking server that blinks must not kill training at epoch 7 of 10. Each call is tried
+    ``retries`` times with exponential backoff; one that still fails is queued, in order, and the
+    queue is retried at most every ``retry_every`` seconds while training goes on. ``close`` makes
+    a last attempt; if the store is still unreachable it raises TrackingError naming what was not
+    recorded. Stages write their local outputs before closing the run, so those are complete.
+    """
+
+    def __init__(
+        self,
+        inner: Tracker,
+        where: str,
+        retries: int = 3,
+        backoff: float = 1.0,
+        retry_every: float = 30.0,
+    ) -> None:
+        self.inner, self.where = inner, where
+        self.retries, self.backoff, self.retry_every = retries, backoff, retry_every
+        self._pending: list[tuple[str, tuple, dict]] = []
+        self._next_try = 0.0
+        self._error: Exception | None = None
+
+    @property
+    def run_id(self) -> str | None:
+        return self.inner.run_id
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> None:
+        self._pending.append((method, args, kwargs))
+        if time.monotonic() >= self._next_try:
+            self._flush()
+
+    def _flush(self) -> None:
+        while self._pending:
+            method, args, kwargs = self._pending[0]
+            for attempt in range(self.retries):
+                try:
+                    getattr(self.inner, method)(*args, **kwargs)
+                    break
+                except Exception as exc:  # any transport or server error: keep training
+                    self._error = exc
+                    if attempt + 1 < self.retries:
+                        time.sleep(self.backoff * 2**attempt)
+            else:
+                self._next_try = time.monotonic() + self.retry_every
+                log.warning(
+                    "tracking store %s unreachable (%s); %d call(s) queued, training goes on",
+                    self.where,
+                    self._error,
+                    len(self._pending),
+                )
+                return
+            self._pending.pop(0)
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        self._call("log_params", dict(params))
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        self._call("log_metrics", dict(metrics), step=step)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        self._call("set_tags", dict(tags))
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        self._call("log_artifact", path, artifact_path)
+
+    def log_model(self, model: nn.Module, input_example: np.ndarray) -> None:
+        self._call("log_model", model, input_example)
+
+    def close(self, status: str = "FINISHED") -> None:
+        self._flush()
+        if self._pending:
+            lost = sorted({method for method, _, _ in self._pending})
+            with contextlib.suppress(Exception):
+                self.inner.close("FAILED")
+            raise TrackingError(
+                f"tracking store {self.where} stayed unreachable ({self._error}): "
+                f"{len(self._pending)} call(s) not recorded ({', '.join(lost)}) in run "
+                f"{self.run_id}. The local outputs are complete; start the server and run "
+                "the stage again (dvc repro)"
+            )
+        self.inner.close(status)
+
+
 TrackerFactory = Callable[..., Tracker]
 
 
@@ -246,10 +333,22 @@ def open_tracker(config: Config, model: str, family: str, run_id: str | None = N
         "model_name": model,
         "model_family": family,
     }
-    return MlflowTracker(
-        tracking_uri=resolve_tracking_uri(config.mlflow.tracking_uri),
-        experiment=config.data.source,
-        run_name=f"{model} @ {exp_name}" if exp_name else f"{model} @ workspace",
-        run_id=run_id,
-        tags=tags,
-    )
+    uri = resolve_tracking_uri(config.mlflow.tracking_uri)
+    # MLflow's own HTTP retries back off for minutes; ours (RetryingTracker) keep training going.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    try:
+        tracker = MlflowTracker(
+            tracking_uri=uri,
+            experiment=config.data.source,
+            run_name=f"{model} @ {exp_name}" if exp_name else f"{model} @ workspace",
+            run_id=run_id,
+            tags=tags,
+        )
+    except Exception as exc:  # before any work: fail fast and say what to do
+        raise TrackingError(
+            f"tracking store {uri}: cannot start the run of {model} ({exc}). Start the server, "
+            "point MLFLOW_TRACKING_URI / mlflow.tracking_uri elsewhere, or set "
+            "mlflow.enabled: false"
+        ) from exc
+    return RetryingTracker(tracker, uri)

@@ -1,0 +1,51 @@
+"""Learning-curve points from tracked runs: latest run per point, other models ignored."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from trackvision.errors import DataError
+from trackvision.experiments.learning_curve import curve_points, write_learning_curve
+
+
+def _run(run_id, start, model, pretrained, subset, accuracy, n_train=100):
+    return {
+        "run_id": run_id,
+        "start_time": start,
+        "params": {
+            "model.name": model,
+            "model.pretrained": pretrained,
+            "train.subset": str(subset),
+            "data.n_train": str(n_train),
+        },
+        "metrics": {"test_accuracy": accuracy} if accuracy is not None else {},
+    }
+
+
+def test_points_keep_the_latest_evaluated_run_per_setting(tmp_path) -> None:
+    runs = [
+        _run("old", 1, "m", "embedded", 0.1, 0.70),
+        _run("new", 2, "m", "embedded", 0.1, 0.80),
+        _run("scratch", 3, "m", "none", 0.1, 0.55),
+        _run("full", 4, "m", "none", 1.0, 0.90, n_train=1000),
+        _run("not-evaluated", 9, "m", "none", 0.5, None),
+        _run("other-model", 9, "cnn", "none", 0.1, 0.99),
+    ]
+    points = curve_points(runs, "m")
+    assert [(p["pretrained"], p["subset"], p["run_id"]) for p in points] == [
+        ("embedded", 0.1, "new"),
+        ("none", 0.1, "scratch"),
+        ("none", 1.0, "full"),
+    ]
+    png = write_learning_curve(points, "m", tmp_path)
+    assert png.stat().st_size > 0
+    assert json.loads((tmp_path / "learning_curve_m.json").read_text()) == points
+    assert "| embedded | 10% | 100 | 0.8000 |" in (tmp_path / "learning_curve_m.md").read_text()
+
+
+def test_no_runs_says_how_to_make_them(tmp_path) -> None:
+    with pytest.raises(DataError, match="dvc exp run --queue"):
+        write_learning_curve([], "m", tmp_path)
+    assert not list(tmp_path.iterdir())

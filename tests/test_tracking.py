@@ -1,0 +1,88 @@
+"""Tracking that does not take training down with it: retries, a queue, a clear final error."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+import torch
+
+from tests.conftest import tiny_params
+from trackvision.config import parse_config
+from trackvision.errors import TrackingError
+from trackvision.tracking import RetryingTracker, open_tracker
+from trackvision.training.loop import fit
+
+from .training.test_loop import PRE, SETTINGS, _bright_vs_dark, _model
+
+
+class _Store:
+    """A fake tracker whose calls fail while ``down`` says so."""
+
+    run_id = "run-1"
+
+    def __init__(self, down=lambda n: False) -> None:
+        self.down, self.calls, self.recorded, self.closed = down, 0, [], None
+
+    def _maybe_fail(self) -> None:
+        self.calls += 1
+        if self.down(self.calls):
+            raise ConnectionError("connection refused")
+
+    def log_metrics(self, metrics, step=None) -> None:
+        self._maybe_fail()
+        self.recorded.append(step)
+
+    def log_params(self, params) -> None:
+        self._maybe_fail()
+
+    def close(self, status="FINISHED") -> None:
+        self.closed = status
+
+
+def test_a_blink_is_retried_and_nothing_is_lost() -> None:
+    store = _Store(down=lambda n: n in (2, 3))  # the second call fails twice, then succeeds
+    tracker = RetryingTracker(store, "http://x", retries=3, backoff=0.0)
+    for step in (1, 2, 3):
+        tracker.log_metrics({"a": 1.0}, step=step)
+    tracker.close()
+    assert store.recorded == [1, 2, 3] and store.closed == "FINISHED"
+
+
+def test_training_survives_an_outage_and_the_run_fails_clearly_at_the_end() -> None:
+    store = _Store(down=lambda n: n > 2)  # gone from epoch 3 on, for good
+    tracker = RetryingTracker(store, "http://mlflow:5000", retries=2, backoff=0.0, retry_every=0)
+    result = fit(
+        _model(),
+        _bright_vs_dark(64, 0),
+        _bright_vs_dark(32, 1),
+        SETTINGS,
+        PRE,
+        torch.device("cpu"),
+        tracker,
+    )
+    assert len(result.history) == SETTINGS.epochs  # training went on to the last epoch
+    assert store.recorded == [1, 2]
+    with pytest.raises(TrackingError, match=r"http://mlflow:5000.*2 call\(s\) not recorded"):
+        tracker.close()
+    assert store.closed == "FAILED"
+
+
+def test_a_store_back_before_the_end_gets_everything_in_order() -> None:
+    store = _Store(down=lambda n: 3 <= n <= 5)  # calls 3-5 fail; close flushes all
+    tracker = RetryingTracker(store, "http://x", retries=1, backoff=0.0, retry_every=0)
+    for step in range(1, 6):
+        tracker.log_metrics({"a": 1.0}, step=step)
+    tracker.close()
+    assert store.recorded == [1, 2, 3, 4, 5]
+
+
+def test_an_unreachable_server_fails_before_any_work(params, monkeypatch) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again when the block ends: nothing listens there
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    config = parse_config(tiny_params(params, **{"mlflow.enabled": True}))
+    with pytest.raises(TrackingError, match=rf"127.0.0.1:{port}.*mlflow.enabled: false"):
+        open_tracker(config, "cnn", "cnn")
