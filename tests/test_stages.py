@@ -227,3 +227,29 @@ def test_cli_lists_sources(capsys) -> None:
     out = capsys.readouterr().out
     for name in ("synthetic_text", "digits", "fashion_mnist", "text_recognition", "folder"):
         assert name in out
+
+
+def test_a_full_disk_while_saving_is_a_clear_error_and_leaves_nothing(
+    tmp_path: Path, params, monkeypatch, caplog
+) -> None:
+    """ENOSPC while the checkpoint is written: exit 1, the path named, no half-written folder."""
+    import errno
+
+    import trackvision.training.checkpoint as checkpoint
+
+    p = tiny_params(params, **{"train.models": ["cnn"]})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
+    monkeypatch.chdir(tmp_path)
+    for stage in ("download", "balance", "augment"):
+        assert run([stage]) == 0
+
+    def no_space(tensors, filename):
+        Path(filename).write_bytes(b"partial")  # what a real full disk leaves: a torn file
+        raise OSError(errno.ENOSPC, "No space left on device", filename)
+
+    monkeypatch.setattr(checkpoint, "save_file", no_space)
+    assert run(["train"]) == 1
+    assert "No space left on device" in caplog.text and "model.safetensors" in caplog.text
+    models = tmp_path / "models"
+    assert not (models / "cnn").exists()
+    assert [p.name for p in models.iterdir()] == []  # the temporary folder is gone too

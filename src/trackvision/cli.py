@@ -94,6 +94,15 @@ def run(argv: list[str] | None = None) -> int:
     except TrackvisionError as exc:
         log.error("%s", exc)
         return exc.exit_code
+    except OSError as exc:  # a full disk, a read-only or unwritable folder: say which, no traceback
+        where = exc.filename or "an output"
+        log.error(
+            "%s: %s. Nothing was half-written (outputs are renamed into place only when complete); "
+            "free space or fix permissions and run the stage again",
+            where,
+            exc.strerror or exc,
+        )
+        return 1
     except KeyboardInterrupt:
         log.error("interrupted")
         return 130
