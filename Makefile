@@ -38,6 +38,7 @@ ui: setup
 bench: setup
 	$(BIN)/python benchmarks/data_stages.py
 	$(BIN)/python benchmarks/text_recognition_build.py
+	$(BIN)/python benchmarks/training.py
 
 lint: setup
 	ruff check src tests benchmarks
