@@ -79,3 +79,18 @@ def test_pickled_objects_are_never_loaded(tmp_path) -> None:
     torch.save({"state_dict": Evil()}, path)
     with pytest.raises(Exception, match=r"Weights only load failed|Unsupported"):
         create_model("resnet18", num_classes=2, in_chans=3, image_size=32, pretrained=str(path))
+
+
+def test_hub_weights_offline_say_how_to_proceed(tmp_path, monkeypatch) -> None:
+    from trackvision.errors import TrackvisionError
+
+    import huggingface_hub.constants as hub
+
+    # The hub reads these at import time, so the module's constants are patched as well.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path))  # an empty hub cache
+    with pytest.raises(TrackvisionError) as err:
+        create_model("mobilevit_xxs", num_classes=2, in_chans=3, image_size=64, pretrained="hub")
+    for hint in ("HF_HUB_OFFLINE", ".safetensors", "embedded", "pretrained: none"):
+        assert hint in str(err.value), hint

