@@ -38,6 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="plot test accuracy against training data share (from a dvc exp sweep, via MLflow)",
     )
     curve.add_argument("--model", required=True, metavar="NAME", help="model swept")
+    curve.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="PARAM=VALUE",
+        help="keep only runs with this MLflow param value (repeatable), e.g. train.epochs=2",
+    )
     sub.add_parser("check", help="validate params.yaml and exit")
     sub.add_parser("sources", help="list the registered dataset sources")
     return parser
@@ -72,7 +79,9 @@ def run(argv: list[str] | None = None) -> int:
             runs = finished_runs(
                 resolve_tracking_uri(config.mlflow.tracking_uri), config.data.source
             )
-            write_learning_curve(curve_points(runs, args.model), args.model, Path("reports"))
+            where = dict(item.split("=", 1) for item in args.where if "=" in item)
+            points = curve_points(runs, args.model, where)
+            write_learning_curve(points, args.model, Path("reports"))
             return 0
         import importlib
 

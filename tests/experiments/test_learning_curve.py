@@ -45,6 +45,14 @@ def test_points_keep_the_latest_evaluated_run_per_setting(tmp_path) -> None:
     assert "| embedded | 10% | 100 | 0.8000 |" in (tmp_path / "learning_curve_m.md").read_text()
 
 
+def test_where_keeps_one_sweep_apart_from_other_runs() -> None:
+    a = _run("sweep", 1, "m", "none", 0.1, 0.6)
+    b = _run("other", 2, "m", "none", 0.1, 0.9)
+    a["params"]["train.image_size"], b["params"]["train.image_size"] = "64", "224"
+    points = curve_points([a, b], "m", where={"train.image_size": "64"})
+    assert [p["run_id"] for p in points] == ["sweep"]
+
+
 def test_no_runs_says_how_to_make_them(tmp_path) -> None:
     with pytest.raises(DataError, match="dvc exp run --queue"):
         write_learning_curve([], "m", tmp_path)

@@ -82,9 +82,9 @@ def test_pickled_objects_are_never_loaded(tmp_path) -> None:
 
 
 def test_hub_weights_offline_say_how_to_proceed(tmp_path, monkeypatch) -> None:
-    from trackvision.errors import TrackvisionError
-
     import huggingface_hub.constants as hub
+
+    from trackvision.errors import TrackvisionError
 
     # The hub reads these at import time, so the module's constants are patched as well.
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

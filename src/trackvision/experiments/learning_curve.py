@@ -19,15 +19,22 @@ from trackvision.errors import DataError
 log = logging.getLogger(__name__)
 
 
-def curve_points(runs: Iterable[Mapping[str, Any]], model: str) -> list[dict[str, Any]]:
+def curve_points(
+    runs: Iterable[Mapping[str, Any]], model: str, where: Mapping[str, str] | None = None
+) -> list[dict[str, Any]]:
     """One point per (pretrained, subset): the latest run of ``model`` with a test accuracy.
 
     Each run is a mapping with ``params``, ``metrics`` and ``start_time`` (as MLflow gives them).
+    ``where`` keeps only runs whose params have those values (``{"train.image_size": "64"}``),
+    so that one sweep is not mixed with other experiments on the same model.
     """
+    where = dict(where or {})
     latest: dict[tuple[str, float], Mapping[str, Any]] = {}
     for run in runs:
         params, metrics = run["params"], run["metrics"]
         if params.get("model.name") != model or "test_accuracy" not in metrics:
+            continue
+        if any(params.get(k) != v for k, v in where.items()):
             continue
         key = (params.get("model.pretrained", "none"), float(params.get("train.subset", 1.0)))
         if key not in latest or run["start_time"] > latest[key]["start_time"]:

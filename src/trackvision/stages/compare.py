@@ -17,6 +17,10 @@ def _num(value: float | None, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
 
+def _interval(ci: list[float] | None) -> str:
+    return "n/a" if ci is None else f"{ci[0]:.3f}-{ci[1]:.3f}"
+
+
 def compare(config: Config, layout: Layout) -> str:
     """A table of every model's test metrics, best first: ``reports/compare.md`` and ``.json``."""
     rows = []
@@ -30,6 +34,7 @@ def compare(config: Config, layout: Layout) -> str:
             {
                 "model": name,
                 "accuracy": m["accuracy"],
+                "accuracy_ci95": m.get("accuracy_ci95"),
                 "f1_weighted": m["f1_weighted"],
                 "loss": m["loss"],
                 "n_test": m["n"],
@@ -44,12 +49,13 @@ def compare(config: Config, layout: Layout) -> str:
     lines = [
         f"# Test-set comparison ({config.data.source})",
         "",
-        "| model | accuracy | F1 (weighted) | loss | test images | parameters | file MB "
-        "| CPU ms/image | best epoch | train s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | accuracy | 95% interval | F1 (weighted) | loss | test images | parameters "
+        "| file MB | CPU ms/image | best epoch | train s |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     lines += [
-        f"| {r['model']} | {r['accuracy']:.4f} | {r['f1_weighted']:.4f} | {r['loss']:.4f} | "
+        f"| {r['model']} | {r['accuracy']:.4f} | {_interval(r['accuracy_ci95'])} | "
+        f"{r['f1_weighted']:.4f} | {r['loss']:.4f} | "
         f"{r['n_test']} | {r['n_params']:,} | {_num(r['model_size_mb'], '.2f')} | "
         f"{_num(r['cpu_latency_ms'], '.2f')} | {r['best_epoch']} | {r['train_seconds']:.1f} |"
         for r in rows
