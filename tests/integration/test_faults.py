@@ -105,6 +105,9 @@ def test_ctrl_c_saves_marks_the_run_killed_and_exits_non_zero(tmp_path: Path) ->
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # As in a terminal: a runner that starts us in the background (a non-interactive
+        # shell's `cmd &`) passes SIGINT down as ignored, and Python then never sees Ctrl-C.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     _wait_for(".trackvision/resume/cnn-*.pt", repo_dir, proc)
     proc.send_signal(signal.SIGINT)
