@@ -145,7 +145,8 @@ def test_subset_trains_on_a_stratified_share_with_its_copies(tiny_run) -> None:
     augmented = read_split(layout.augmented, "train")
     assert len(_training_subset(layout, spec)) == len(augmented)
 
-    half = _training_subset(layout, dataclasses.replace(spec, train=_with(spec.train, subset=0.5)))
+    half_train = dataclasses.replace(spec.train, subset=0.5)
+    half = _training_subset(layout, dataclasses.replace(spec, train=half_train))
     counts = np.bincount(np.asarray(originals.labels))
     kept = [max(1, round(c * 0.5)) for c in counts]
     assert np.bincount(np.asarray(half.labels)).tolist() == [2 * k for k in kept]
@@ -159,10 +160,6 @@ def test_subset_trains_on_a_stratified_share_with_its_copies(tiny_run) -> None:
     assert np.array_equal(
         np.asarray(half.images[n:]), np.asarray(augmented.images)[np.array(rows) + len(originals)]
     )
-
-
-def _with(settings, **changes):
-    return dataclasses.replace(settings, **changes)
 
 
 def test_same_params_same_metrics(tmp_path: Path, params) -> None:

@@ -99,7 +99,8 @@ def train(
         **_run_params(config, spec, family, preprocess.to_dict()),
         "data.manifest_sha256": _manifest_sha256(layout),
     }
-    resume = ResumeFile(layout.resume_state(model_name, _fingerprint(params)), _fingerprint(params))
+    fingerprint = _fingerprint(params)
+    resume = ResumeFile(layout.resume_state(model_name, fingerprint), fingerprint)
     saved = resume.load()
     run_id = (saved or {}).get("run_id") or None  # a resumed run continues its MLflow run
     with closing_run(tracker_factory(config, model_name, family, run_id=run_id)) as tracker:
