@@ -94,3 +94,14 @@ def test_hub_weights_offline_say_how_to_proceed(tmp_path, monkeypatch) -> None:
         create_model("mobilevit_xxs", num_classes=2, in_chans=3, image_size=64, pretrained="hub")
     for hint in ("HF_HUB_OFFLINE", ".safetensors", "embedded", "pretrained: none"):
         assert hint in str(err.value), hint
+
+
+def test_a_new_head_on_pretrained_weights_starts_near_zero() -> None:
+    """Pretrained features with timm's head init gave losses of 2-7 at the start of fine-tuning."""
+    model = create_model(
+        "tf_efficientnet_lite0", num_classes=2, in_chans=3, image_size=64, pretrained="embedded"
+    ).eval()
+    with torch.no_grad():
+        logits = model(torch.rand(4, 3, 64, 64))
+    assert logits.abs().max() < 0.5
+    assert model.classifier.bias.abs().max() == 0

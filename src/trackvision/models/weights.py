@@ -88,6 +88,24 @@ def _file_state(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def init_new_head(model: nn.Module, keys: list[str] | None = None) -> None:
+    """Small weights for a classifier that pretrained weights did not cover.
+
+    timm's EfficientNet-style init scales the head by 1/sqrt(num_classes): with 2 classes and
+    1,280 pretrained features that starts fine-tuning at a loss of 2-7 and pushes large, noisy
+    gradients into the backbone. Near-zero logits let the pretrained features lead.
+    """
+    head = _head_prefix(model)
+    params = dict(model.named_parameters())
+    for key in keys if keys is not None else [k for k in params if k.startswith(head)]:
+        if key in params and key.startswith(head):
+            with torch.no_grad():
+                if key.endswith("bias"):
+                    params[key].zero_()
+                else:
+                    params[key].normal_(0.0, 0.01)
+
+
 def load_pretrained(model: nn.Module, name: str, pretrained: str, root: Path | None = None) -> None:
     """Load ``embedded`` or file weights into ``model`` in place; the head may differ in size."""
     if pretrained == "embedded":
@@ -114,6 +132,7 @@ def load_pretrained(model: nn.Module, name: str, pretrained: str, root: Path | N
                 f"{unexpected[:8]}{'...' if len(unexpected) > 8 else ''}"
             )
     result = model.load_state_dict(state, strict=False)
+    init_new_head(model, list(result.missing_keys))
     log.info(
         "pretrained %s: loaded %d tensors; left as initialised: %s",
         pretrained,

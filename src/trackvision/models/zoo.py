@@ -18,7 +18,7 @@ from torch import nn
 from trackvision.errors import ConfigError, TrackvisionError
 from trackvision.models.cnn import ReportCNN
 from trackvision.models.vit import build_vit
-from trackvision.models.weights import load_pretrained
+from trackvision.models.weights import init_new_head, load_pretrained
 
 Builder = Callable[..., nn.Module]
 
@@ -135,9 +135,12 @@ def _create_timm(
     name: str, pretrained: str, num_classes: int, in_chans: int, arch: dict[str, Any]
 ) -> nn.Module:
     try:
-        return timm.create_model(
+        model = timm.create_model(
             name, pretrained=pretrained == "hub", num_classes=num_classes, in_chans=in_chans, **arch
         )
+        if pretrained == "hub":
+            init_new_head(model)  # timm re-created the head for our classes
+        return model
     except TypeError as exc:
         raise ConfigError(f"models.{name}: timm rejected an option: {exc}") from exc
     except (OSError, RuntimeError) as exc:
