@@ -12,7 +12,7 @@ export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup repro test ui bench lint format clean help
+.PHONY: setup system repro test ui bench lint format clean help
 
 help:
 	@echo "make repro | make test | make ui | make bench | make lint | make clean"
@@ -26,10 +26,29 @@ $(STAMP): pyproject.toml requirements.lock
 
 setup: $(STAMP)
 
+# Programs some tests drive for real: Chromium (the MLflow UI in a browser) and PostgreSQL
+# (a team's tracking server). Installed with apt where we may; elsewhere those tests skip and say why.
+SYSTEM_PACKAGES := chromium postgresql
+SYSTEM_STAMP := $(VENV)/.system
+$(SYSTEM_STAMP):
+	@if command -v chromium >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  touch $@; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing $(SYSTEM_PACKAGES) with apt-get"; \
+	  { DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(SYSTEM_PACKAGES) >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && \
+	      DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(SYSTEM_PACKAGES) >/dev/null 2>&1; }; } && \
+	  touch $@ || echo "could not install $(SYSTEM_PACKAGES): the browser and PostgreSQL tests will skip"; \
+	else \
+	  echo "not root or no apt-get: install $(SYSTEM_PACKAGES) yourself, or those tests skip"; \
+	fi
+
+system: $(SYSTEM_STAMP)
+
 repro: setup
 	dvc repro
 
-test: setup
+test: setup system
 	$(BIN)/python -m pytest
 
 ui: setup

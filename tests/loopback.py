@@ -1,12 +1,17 @@
-"""An HTTP server on 127.0.0.1 for download tests: Range support and scripted failures."""
+"""Servers on 127.0.0.1 for tests: an HTTP file server with Range support and scripted failures,
+and helpers to start real servers (moto, mlflow, postgres) on free ports."""
 
 from __future__ import annotations
 
+import socket
+import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 
 @dataclass
@@ -77,3 +82,25 @@ def serve(served: Served) -> Iterator[Served]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 90) -> None:
+    """Wait until ``proc`` listens on 127.0.0.1:``port``; fail with its log if it dies or stalls."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                state = f"exited {proc.returncode}" if proc.poll() is not None else "timed out"
+                tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+                raise RuntimeError(f"{proc.args[:3]} {state} before port {port}:\n{tail}") from None
+            time.sleep(0.2)

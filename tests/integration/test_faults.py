@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import tiny_params
-from tests.integration.test_pipeline import _client, _run, copy_repo
+from tests.integration.repos import client as _client
+from tests.integration.repos import copy_repo
+from tests.integration.repos import run as _run
 
 pytestmark = pytest.mark.integration
 

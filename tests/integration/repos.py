@@ -1,0 +1,89 @@
+"""Copies of this repository that tests run the real `git`, `dvc` and `mlflow` programs in."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import REPO
+
+
+def run(
+    args: list[str], cwd: Path, env: dict[str, str], timeout: float = 900
+) -> subprocess.CompletedProcess:
+    """Run a program; fail the test with its output if it exits non-zero."""
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(args)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}"
+            f"\n--- stderr\n{proc.stderr[-4000:]}"
+        )
+    return proc
+
+
+def git_env() -> dict[str, str]:
+    """This environment without MLflow/DVC context, with the venv's programs first on PATH."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    env.update(
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+        DVC_NO_ANALYTICS="1",
+        GIT_AUTHOR_NAME="test",
+        GIT_AUTHOR_EMAIL="test@example.com",
+        GIT_COMMITTER_NAME="test",
+        GIT_COMMITTER_EMAIL="test@example.com",
+    )
+    return env
+
+
+def copy_repo(dest: Path, edit_params: Callable[[dict], dict]) -> tuple[Path, dict[str, str]]:
+    """This repository's tracked files (no outputs, no lock) in a new git repo, params edited.
+
+    HOME is a fresh folder beside the copy, so the default remote (``~/.cache/...``) and every
+    other per-user cache of the programs it runs stay out of the real user's home.
+    """
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
+    for rel in filter(None, listed):
+        src = REPO / rel
+        if src.is_file() and rel != "dvc.lock" and not rel.startswith(("metrics/", "reports/")):
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    (dest / "params.yaml").write_text(yaml.safe_dump(edit_params(params), sort_keys=False))
+    env = git_env()
+    # matplotlib's font cache is per-user and slow to build: keep using the real one.
+    env.setdefault("MPLCONFIGDIR", str(Path.home() / ".config" / "matplotlib"))
+    env["HOME"] = str(dest.parent / "home")
+    Path(env["HOME"]).mkdir(exist_ok=True)
+    run(["git", "init", "-q", "-b", "main"], dest, env)
+    run(["git", "add", "-A"], dest, env)
+    run(["git", "commit", "-q", "-m", "copy"], dest, env)
+    return dest, env
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """sha256 of every file under ``root``, by relative path."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def client(repo_dir: Path):
+    """An MLflow client on the repository's local sqlite store."""
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(f"sqlite:///{repo_dir / 'mlflow.db'}")
