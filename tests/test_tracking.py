@@ -86,3 +86,54 @@ def test_an_unreachable_server_fails_before_any_work(params, monkeypatch) -> Non
     config = parse_config(tiny_params(params, **{"mlflow.enabled": True}))
     with pytest.raises(TrackingError, match=rf"127.0.0.1:{port}.*mlflow.enabled: false"):
         open_tracker(config, "cnn", "cnn")
+
+
+def _packaged(seed: int):
+    from trackvision.models.packaged import PackagedClassifier
+    from trackvision.models.preprocessing import Preprocessing
+
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 2))
+    pre = Preprocessing((0.5,) * 3, (0.25,) * 3, (3, 8, 8), "bilinear", "test")
+    return PackagedClassifier(net, pre, ["no_text", "text"]).eval()
+
+
+def test_each_evaluated_run_becomes_a_version_and_champion_follows_the_best(tmp_path) -> None:
+    import mlflow
+    import numpy as np
+
+    from trackvision.tracking import MlflowTracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    images = np.random.default_rng(0).integers(0, 256, (4, 3, 12, 12), dtype=np.uint8)
+    models = {}
+    for seed, accuracy in ((0, "0.80"), (1, "0.90"), (2, "0.85"), (3, "0.90")):
+        tracker = MlflowTracker(tracking_uri=uri, experiment="synthetic_text", run_name=str(seed))
+        models[seed] = _packaged(seed)
+        tracker.log_model(models[seed], images[:2])
+        tags = {"test_accuracy": accuracy, "model_name": f"m{seed}"}
+        tracker.register_model("synthetic_text-classifier", tags, rank_by="test_accuracy")
+        tracker.close()
+
+    client = mlflow.tracking.MlflowClient(uri)
+    versions = client.search_model_versions("name = 'synthetic_text-classifier'")
+    assert sorted(int(v.version) for v in versions) == [1, 2, 3, 4]
+    champion = client.get_model_version_by_alias("synthetic_text-classifier", "champion")
+    # Best accuracy 0.90, first reached by version 2; the later tie does not move it.
+    assert int(champion.version) == 2 and champion.tags["model_name"] == "m1"
+
+    loaded = mlflow.pyfunc.load_model("models:/synthetic_text-classifier@champion")
+    probs = np.asarray(loaded.predict(images))
+    assert probs.shape == (4, 2)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    with torch.no_grad():
+        expected = models[1](torch.from_numpy(images)).numpy()
+    np.testing.assert_allclose(probs, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_registered_model_name_may_only_use_source(params) -> None:
+    from trackvision.errors import ConfigError
+
+    params["mlflow"]["registered_model"] = "{dataset}-classifier"
+    with pytest.raises(ConfigError, match=r"mlflow.registered_model.*\{source\}"):
+        parse_config(params)

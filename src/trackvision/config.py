@@ -127,6 +127,8 @@ class MlflowConfig:
     enabled: bool
     tracking_uri: str  # "" = sqlite:///<repo root>/mlflow.db; MLFLOW_TRACKING_URI overrides both
     log_model: bool
+    # Registered model each evaluated run becomes a version of; "{source}" = data.source; "" = off.
+    registered_model: str
 
 
 @dataclass(frozen=True)
@@ -367,10 +369,23 @@ def _mlflow(m: dict[str, Any]) -> MlflowConfig:
         raise ConfigError(
             f'mlflow.tracking_uri: expected a string ("" for the default), got {tracking_uri!r}'
         )
+    registered = _require(m, "registered_model", "mlflow")
+    if not isinstance(registered, str) or (registered and not registered.strip()):
+        raise ConfigError(
+            'mlflow.registered_model: expected a name such as "{source}-classifier" '
+            f'("" = do not register), got {registered!r}'
+        )
+    try:
+        registered.format(source="source")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ConfigError(
+            f"mlflow.registered_model: {registered!r} may use only {{source}} ({exc!r})"
+        ) from None
     return MlflowConfig(
         enabled=_bool(m, "enabled", "mlflow"),
         tracking_uri=tracking_uri,
         log_model=_bool(m, "log_model", "mlflow"),
+        registered_model=registered,
     )
 
 

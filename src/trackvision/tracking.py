@@ -40,6 +40,7 @@ class Tracker(Protocol):
     def set_tags(self, tags: Mapping[str, str]) -> None: ...
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None: ...
     def log_model(self, model: nn.Module, input_example: np.ndarray) -> None: ...
+    def register_model(self, name: str, tags: Mapping[str, str], rank_by: str) -> None: ...
     def close(self, status: str = "FINISHED") -> None: ...
 
 
@@ -61,6 +62,9 @@ class NullTracker:
         pass
 
     def log_model(self, model: nn.Module, input_example: np.ndarray) -> None:
+        pass
+
+    def register_model(self, name: str, tags: Mapping[str, str], rank_by: str) -> None:
         pass
 
     def close(self, status: str = "FINISHED") -> None:
@@ -230,6 +234,39 @@ class MlflowTracker:
             serialization_format="pickle",
         )
 
+    def register_model(self, name: str, tags: Mapping[str, str], rank_by: str) -> None:
+        """This run's logged model becomes a new version of ``name``; ``champion`` moves to the
+        version whose tag ``rank_by`` is highest (the earliest such version on a tie)."""
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient()
+        logged = client.search_logged_models(
+            experiment_ids=[self.experiment_id],
+            filter_string=f"source_run_id = '{self.run_id}'",
+        )
+        if not logged:
+            raise TrackingError(f"run {self.run_id} has no logged model to register as {name!r}")
+        source = max(logged, key=lambda m: m.creation_timestamp)
+        version = self._mlflow.register_model(
+            f"models:/{source.model_id}", name, tags={k: str(v) for k, v in tags.items()}
+        )
+        # Re-ranked from every version each time, so the alias ends right even when experiments
+        # evaluate concurrently and register out of order.
+        versions = client.search_model_versions(f"name = '{name}'")
+        ranked = [v for v in versions if _is_number(v.tags.get(rank_by))]
+        best = max(ranked, key=lambda v: (float(v.tags[rank_by]), -int(v.version)))
+        client.set_registered_model_alias(name, "champion", best.version)
+        log.info(
+            "registered %s version %s (%s %s); champion: version %s (%s %s)",
+            name,
+            version.version,
+            rank_by,
+            tags.get(rank_by),
+            best.version,
+            rank_by,
+            best.tags[rank_by],
+        )
+
     def close(self, status: str = "FINISHED") -> None:
         self._mlflow.end_run(status=status)
 
@@ -304,6 +341,9 @@ class RetryingTracker:
     def log_model(self, model: nn.Module, input_example: np.ndarray) -> None:
         self._call("log_model", model, input_example)
 
+    def register_model(self, name: str, tags: Mapping[str, str], rank_by: str) -> None:
+        self._call("register_model", name, dict(tags), rank_by)
+
     def close(self, status: str = "FINISHED") -> None:
         self._flush()
         if self._pending:
@@ -317,6 +357,14 @@ class RetryingTracker:
                 "the stage again (dvc repro)"
             )
         self.inner.close(status)
+
+
+def _is_number(value: str | None) -> bool:
+    try:
+        float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 TrackerFactory = Callable[..., Tracker]

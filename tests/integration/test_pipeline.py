@@ -107,3 +107,29 @@ def test_temp_experiment_lands_in_the_same_store_with_its_name(pipeline) -> None
         assert local.stat().st_size > 0
     shown = _run(["dvc", "exp", "show", "--json"], repo_dir, env).stdout
     assert "small-lr" in shown
+
+
+def test_champion_is_the_best_registered_version_and_predicts_raw_images(
+    pipeline, monkeypatch
+) -> None:
+    import mlflow
+    import numpy as np
+
+    from trackvision.data.packed import read_split
+
+    repo_dir, _ = pipeline
+    client = _client(repo_dir)
+    name = "synthetic_text-classifier"
+    versions = client.search_model_versions(f"name = '{name}'")
+    assert {v.tags["model_name"] for v in versions} >= set(MODELS)
+    champion = client.get_model_version_by_alias(name, "champion")
+    best = max(float(v.tags["test_accuracy"]) for v in versions)
+    assert float(champion.tags["test_accuracy"]) == best
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{repo_dir / 'mlflow.db'}")
+    model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+    test = read_split(repo_dir / "data" / "balanced", "test")
+    images = np.ascontiguousarray(np.asarray(test.images).transpose(0, 3, 1, 2))
+    probs = np.asarray(model.predict(images))
+    accuracy = float((probs.argmax(1) == np.asarray(test.labels)).mean())
+    assert accuracy == pytest.approx(float(champion.tags["test_accuracy"]), abs=1e-6)

@@ -88,6 +88,17 @@ def evaluate(
         )
         for name in ("test.json", "report.txt", "confusion.png", "curves.png", "confusion.json"):
             tracker.log_artifact(out / name, "evaluation")
+        if config.mlflow.log_model and config.mlflow.registered_model:
+            tracker.register_model(
+                config.mlflow.registered_model.format(source=config.data.source),
+                {
+                    "test_accuracy": f"{metrics['accuracy']:.6f}",
+                    "n_test": str(metrics["n"]),
+                    "model_name": model_name,
+                    "data_source": config.data.source,
+                },
+                rank_by="test_accuracy",
+            )
     log.info(
         "evaluate %s: accuracy %.4f  f1_weighted %.4f  (n=%d)",
         model_name,

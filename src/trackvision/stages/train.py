@@ -17,6 +17,7 @@ from trackvision.data.packed import Split, read_classes, read_split
 from trackvision.errors import DataError
 from trackvision.layout import Layout
 from trackvision.models.inference import pick_device, to_nchw
+from trackvision.models.packaged import PackagedClassifier
 from trackvision.models.preprocessing import resolve_preprocessing
 from trackvision.models.zoo import create_model, model_family
 from trackvision.tracking import TrackerFactory, closing_run, flatten, open_tracker
@@ -145,8 +146,8 @@ def train(
         )
         tracker.log_artifact(layout.model_dir(model_name) / "preprocessing.json")
         if config.mlflow.log_model:
-            example = preprocess(to_nchw(val_split.images[:2])).numpy()
-            tracker.log_model(model.cpu(), example)
+            packaged = PackagedClassifier(model.cpu(), preprocess, classes)
+            tracker.log_model(packaged, to_nchw(val_split.images[:2]).numpy())
     resume.clear()  # the outputs are written: nothing left to resume
     log.info(
         "train %s: best val accuracy %.4f at epoch %d",
