@@ -51,8 +51,10 @@ repro: setup
 test: setup system
 	$(BIN)/python -m pytest
 
+# The MLflow UI over this project's store, artifacts served, on 127.0.0.1 (make ui PORT=5001).
+PORT ?= 5000
 ui: setup
-	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+	trackvision ui --port $(PORT)
 
 bench: setup
 	$(BIN)/python benchmarks/data_stages.py

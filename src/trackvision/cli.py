@@ -45,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PARAM=VALUE",
         help="keep only runs with this MLflow param value (repeatable), e.g. train.epochs=2",
     )
+    ui = sub.add_parser("ui", help="serve the MLflow UI over this project's store (127.0.0.1)")
+    ui.add_argument("--port", type=int, default=5000, help="port (default 5000)")
+    ui.add_argument(
+        "--host", default="127.0.0.1", help="interface; 0.0.0.0 exposes the store to the network"
+    )
     sub.add_parser("check", help="validate params.yaml and exit")
     sub.add_parser("sources", help="list the registered dataset sources")
     return parser
@@ -72,6 +77,18 @@ def run(argv: list[str] | None = None) -> int:
         if args.stage == "check":
             log.info("%s: valid", args.params)
             return 0
+        if args.stage == "ui":
+            import os
+
+            from trackvision.layout import repo_root
+            from trackvision.tracking import resolve_tracking_uri, ui_command
+
+            command = ui_command(
+                resolve_tracking_uri(config.mlflow.tracking_uri), repo_root(), args.host, args.port
+            )
+            log.info("MLflow UI on http://%s:%d  (%s)", args.host, args.port, " ".join(command))
+            sys.stdout.flush()
+            os.execv(command[0], command)  # the server replaces this process: Ctrl-C stops it
         if args.stage == "learning-curve":
             from trackvision.experiments.learning_curve import curve_points, write_learning_curve
             from trackvision.tracking import finished_runs, resolve_tracking_uri

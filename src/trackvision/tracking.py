@@ -94,6 +94,36 @@ def resolve_tracking_uri(configured: str = "") -> str:
     )
 
 
+def ui_command(tracking_uri: str, root: Path, host: str, port: int) -> list[str]:
+    """The ``mlflow server`` command that serves the UI over a local store, artifacts included.
+
+    Runs pin their artifacts next to the store (``mlruns/``); runs created through this server
+    (a team's clients) put theirs in ``mlartifacts/``, served by the same process.
+    """
+    import sys
+
+    if tracking_uri.startswith(("http://", "https://", "databricks")):
+        raise TrackingError(
+            f"the tracking store is already a server ({tracking_uri}): open it in a browser"
+        )
+    return [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        tracking_uri,
+        "--artifacts-destination",
+        str(root / "mlartifacts"),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+
+
 def finished_runs(tracking_uri: str, experiment: str) -> list[dict[str, Any]]:
     """Every FINISHED run of ``experiment``: run_id, start_time, params and metrics as dicts."""
     from mlflow.tracking import MlflowClient
