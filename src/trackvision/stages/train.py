@@ -20,8 +20,15 @@ from trackvision.models.inference import pick_device, to_nchw
 from trackvision.models.packaged import PackagedClassifier
 from trackvision.models.preprocessing import resolve_preprocessing
 from trackvision.models.zoo import create_model, model_family
-from trackvision.tracking import TrackerFactory, closing_run, flatten, open_tracker
+from trackvision.tracking import NullTracker, TrackerFactory, closing_run, flatten, open_tracker
 from trackvision.training.checkpoint import ModelCard, ResumeFile, save_checkpoint
+from trackvision.training.distributed import (
+    World,
+    current_world,
+    init_world,
+    leave_world,
+    weights_digest,
+)
 from trackvision.training.loop import fit
 
 log = logging.getLogger(__name__)
@@ -75,14 +82,30 @@ def train(
     """Train one model on the augmented train split, keep the best epoch by validation accuracy.
 
     The training state is saved after every epoch; rerunning a killed or interrupted stage
-    with the same params and data resumes it, in the same MLflow run.
+    with the same params and data resumes it, in the same MLflow run. Under ``torchrun`` the
+    ranks train data-parallel; rank 0 alone tracks and writes the outputs.
     """
+    world = current_world()
+    init_world(world, pick_device(config.model(model_name).train.device))
+    try:
+        return _train(config, layout, model_name, tracker_factory, world)
+    finally:
+        leave_world(world)
+
+
+def _train(
+    config: Config,
+    layout: Layout,
+    model_name: str,
+    tracker_factory: TrackerFactory,
+    world: World,
+) -> dict[str, Any]:
     spec = config.model(model_name)
     classes = read_classes(layout.balanced)
     train_split = _training_subset(layout, spec)
     val_split = read_split(layout.balanced, "val")
     channels = int(train_split.images.shape[-1])
-    device = pick_device(spec.train.device)
+    device = world.device(pick_device(spec.train.device))
     torch.manual_seed(spec.train.seed)  # the initial weights are part of what the seed fixes
     model = create_model(
         model_name,
@@ -104,7 +127,10 @@ def train(
     resume = ResumeFile(layout.resume_state(model_name, fingerprint), fingerprint)
     saved = resume.load()
     run_id = (saved or {}).get("run_id") or None  # a resumed run continues its MLflow run
-    with closing_run(tracker_factory(config, model_name, family, run_id=run_id)) as tracker:
+    tracker = NullTracker()
+    if world.is_main:
+        tracker = tracker_factory(config, model_name, family, run_id=run_id)
+    with closing_run(tracker):
         tracker.log_params(
             {
                 **params,
@@ -115,8 +141,16 @@ def train(
                 "device": str(device),
             }
         )
-        result = fit(model, train_split, val_split, spec.train, preprocess, device, tracker, resume)
+        result = fit(
+            model, train_split, val_split, spec.train, preprocess, device, tracker, resume, world
+        )
+        if world.distributed:  # DDP keeps ranks in step: the digests show it
+            log.info(
+                "rank %d/%d: final weights sha256 %s", world.rank, world.size, weights_digest(model)
+            )
         model.load_state_dict(result.best_state)
+        if not world.is_main:
+            return {"model": model_name, "rank": world.rank}
         card = ModelCard(
             model_name, family, spec.arch, classes, channels, spec.train.image_size, spec.pretrained
         )

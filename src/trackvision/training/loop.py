@@ -26,6 +26,7 @@ from trackvision.models.inference import predict_logits, to_nchw
 from trackvision.models.preprocessing import Preprocessing
 from trackvision.tracking import NullTracker, Tracker
 from trackvision.training.checkpoint import ResumeFile
+from trackvision.training.distributed import World, check_supported
 from trackvision.training.finetune import backbone_frozen, set_phase
 from trackvision.training.optim import build_optimizer, build_scheduler
 
@@ -78,15 +79,27 @@ def fit(
     device: torch.device,
     tracker: Tracker | None = None,
     resume: ResumeFile | None = None,
+    world: World | None = None,
 ) -> FitResult:
     """Train ``model`` in place; returns the history and the best state (by val accuracy).
 
     With ``resume``, the full training state is saved after every epoch, and a run that finds a
     matching state there continues from it, ending exactly where an uninterrupted run would.
+    Under torchrun (``world``), each rank trains on its share of every batch of the same global
+    order, and only rank 0 saves the state.
     """
     tracker = tracker or NullTracker()
+    world = world or World()
+    check_supported(world, settings.finetune)
     torch.manual_seed(settings.seed)
-    generator = torch.Generator().manual_seed(settings.seed)
+    generator = torch.Generator().manual_seed(settings.seed)  # the global batch order
+    # One process draws its augmentations from the order generator (as it always has); ranks
+    # each need their own stream, since their shares of a batch may differ in size.
+    augment_rng = (
+        torch.Generator().manual_seed(settings.seed * 1000 + world.rank)
+        if world.distributed
+        else generator
+    )
     model.to(device)
     amp_dtype = _autocast_dtype(settings.precision, device)
     channels_last = amp_dtype is not None or device.type == "cuda"
@@ -120,6 +133,9 @@ def fit(
         first_epoch = saved["epoch"] + 1
         log.info("resuming from the state saved after epoch %d (%s)", saved["epoch"], resume.path)
     last_epoch = first_epoch - 1 if stopped_early else settings.epochs
+    if world.distributed:  # DDP fixes the trained parameters when it wraps the model
+        set_phase(model, backbone_frozen(settings.finetune, first_epoch, settings.head_epochs))
+    net = world.wrap(model, device)
 
     start = time.perf_counter()
     for epoch in range(first_epoch, last_epoch + 1):
@@ -132,16 +148,20 @@ def fit(
             desc=f"epoch {epoch}/{settings.epochs}",
             unit="batch",
             leave=False,
+            disable=not world.is_main,
         )
         for step in bar:
-            idx = order[step * settings.batch_size : (step + 1) * settings.batch_size]
+            batch = order[step * settings.batch_size : (step + 1) * settings.batch_size]
+            if len(batch) < world.size:  # a last batch too small to give every rank a row
+                continue
+            idx = world.shard(batch)
             x = preprocess(x_train[idx].to(device))
-            x = random_flip_shift(x, generator, settings.shift, flip=settings.hflip)
+            x = random_flip_shift(x, augment_rng, settings.shift, flip=settings.hflip)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             y = y_train[idx].to(device)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                logits = model(x)
+                logits = net(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=settings.label_smoothing)
             if not torch.isfinite(loss):
                 raise TrainingError(
@@ -161,6 +181,8 @@ def fit(
             correct += (logits.argmax(1) == y).sum().item()
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
         train_seconds = time.perf_counter() - t0
+        seen, loss_sum, correct = world.sum([seen, loss_sum, correct])
+        world.sync_buffers(model)
         val_loss, val_acc = evaluate_split(model, x_val, y_val, preprocess, 256, device)
         row = {
             "epoch": epoch,
@@ -189,7 +211,7 @@ def fit(
         else:
             stale += 1
             stopped_early = bool(settings.patience and stale >= settings.patience)
-        if resume:
+        if resume and world.is_main:
             resume.save(
                 {
                     "epoch": epoch,
