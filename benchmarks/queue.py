@@ -1,0 +1,92 @@
+"""Benchmark: wall time of a 4-experiment DVC queue on one worker against two workers.
+
+Clones this repository (committed state) into a temporary folder, pulls its data from the
+default remote (run `dvc push` first), then queues the same 4 experiments twice (`train.lr`
+varied, `train.models` as given) and runs them with `dvc queue start -j 1` and `-j 2`.
+Prints both wall times and their ratio. Usage:
+    python benchmarks/queue.py [--models cnn] [--out reports/bench_queue.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from trackvision.atomic import write_json
+
+log = logging.getLogger("bench")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def sh(args: list[str], cwd: Path) -> str:
+    return subprocess.run(args, cwd=cwd, check=True, capture_output=True, text=True).stdout
+
+
+def run_queue(repo: Path, lrs: list[str], models: str, jobs: int) -> float:
+    for lr in lrs:
+        sh(
+            [
+                "dvc",
+                "exp",
+                "run",
+                "--queue",
+                "-S",
+                f"train.lr={lr}",
+                "-S",
+                f"train.models=[{models}]",
+            ],
+            repo,
+        )
+    start = time.perf_counter()
+    sh(["dvc", "queue", "start", "-j", str(jobs)], repo)
+    while True:
+        status = sh(["dvc", "queue", "status"], repo)
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(2)
+    seconds = time.perf_counter() - start
+    if "Failed" in status:
+        raise SystemExit(f"an experiment failed:\n{status}")
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="cnn", help="comma-separated train.models per exp")
+    parser.add_argument("--out", type=Path, default=REPO / "reports" / "bench_queue.json")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = Path(tmp) / "repo"
+        sh(["git", "clone", "-q", str(REPO), str(repo)], Path(tmp))
+        sh(["dvc", "pull", "-q"], repo)
+        # Create the MLflow store before two workers race on its schema migration.
+        from mlflow.tracking import MlflowClient
+
+        MlflowClient(f"sqlite:///{repo / 'mlflow.db'}").search_experiments()
+        one = run_queue(repo, ["0.002", "0.003", "0.004", "0.005"], args.models, jobs=1)
+        log.info("4 experiments, 1 worker: %.0f s", one)
+        two = run_queue(repo, ["0.006", "0.007", "0.008", "0.009"], args.models, jobs=2)
+        log.info("4 experiments, 2 workers: %.0f s", two)
+    result = {
+        "experiments": 4,
+        "models": args.models,
+        "one_worker_s": round(one, 1),
+        "two_workers_s": round(two, 1),
+        "speedup": round(one / two, 2),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+    }
+    log.info("speed-up of 2 workers over 1: %.2fx", result["speedup"])
+    write_json(args.out, result)
+
+
+if __name__ == "__main__":
+    main()
