@@ -62,7 +62,7 @@ def test_stages_write_every_declared_output(tiny_run) -> None:
     assert metrics["model_size_mb"] == pytest.approx(size / 1e6, abs=1e-3)
     records = json.loads((layout.metrics_dir("cnn") / "confusion.json").read_text())
     assert len(records) == metrics["n"] and set(records[0]) == {"actual", "predicted"}
-    for name in ("confusion.png", "curves.png", "history.csv", "report.txt"):
+    for name in ("confusion.png", "curves.png", "errors.png", "history.csv", "report.txt"):
         assert (layout.metrics_dir("cnn") / name).stat().st_size > 0, name
     assert "| cnn |" in (layout.reports / "compare.md").read_text()
 
@@ -91,6 +91,18 @@ def test_training_run_is_tracked_and_evaluation_joins_it(tiny_run) -> None:
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
     assert "evaluation/confusion.png" in artifacts
     assert "evaluation/report.txt" in artifacts
+    assert "evaluation/doctor.json" in artifacts
+    # The doctor's verdict is a tag the run list can show; the intervals are metrics.
+    report = json.loads((layout.metrics_dir("cnn") / "doctor.json").read_text())
+    assert run.data.tags["doctor.status"] == report["status"] == test_json["doctor_status"]
+    for finding in report["findings"]:
+        assert run.data.tags[f"doctor.{finding['code']}"].startswith(finding["level"])
+    low, high = test_json["accuracy_ci95"]
+    assert run.data.metrics["test_accuracy_ci95_low"] == pytest.approx(low)
+    assert run.data.metrics["test_accuracy_ci95_high"] == pytest.approx(high)
+    assert run.data.metrics["test_n"] == test_json["n"]
+    f1_low, f1_high = test_json["f1_weighted_ci95"]
+    assert f1_low <= test_json["f1_weighted"] <= f1_high
 
 
 def test_an_interrupted_training_resumes_in_the_same_mlflow_run(tiny_run) -> None:

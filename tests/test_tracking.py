@@ -95,7 +95,7 @@ def _packaged(seed: int):
     torch.manual_seed(seed)
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 2))
     pre = Preprocessing((0.5,) * 3, (0.25,) * 3, (3, 8, 8), "bilinear", "test")
-    return PackagedClassifier(net, pre, ["no_text", "text"]).eval()
+    return PackagedClassifier(net, pre, ["no_text", "text"], channels=3, decode_size=12).eval()
 
 
 def test_each_evaluated_run_becomes_a_version_and_champion_follows_the_best(tmp_path) -> None:

@@ -50,6 +50,31 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument(
         "--host", default="127.0.0.1", help="interface; 0.0.0.0 exposes the store to the network"
     )
+    pred = sub.add_parser(
+        "predict", help="classify image files or folders; CSV out, optional copies by class"
+    )
+    pred.add_argument("inputs", nargs="+", type=Path, metavar="PATH", help="images or folders")
+    pred.add_argument(
+        "--model",
+        help="models/<name>/ or an MLflow URI (models:/<name>@champion); "
+        "default: the local model with the best test accuracy",
+    )
+    pred.add_argument("--out", type=Path, default=Path("predictions.csv"), help="CSV to write")
+    pred.add_argument(
+        "--sort-into",
+        type=Path,
+        metavar="DIR",
+        help="copy each image into DIR/<label>/ (DIR/uncertain/ below --threshold)",
+    )
+    pred.add_argument("--threshold", type=float, default=0.7, help="confidence (default 0.7)")
+    pred.add_argument("--batch-size", type=int, default=64)
+    pred.add_argument(
+        "--workers", type=int, default=1, help="decoding processes beside the model (default 1)"
+    )
+    export = sub.add_parser("export", help="write a model as ONNX or TorchScript, verified")
+    export.add_argument("--model", required=True, help="models/<name>/ or models:/<name>@<alias>")
+    export.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    export.add_argument("--out", type=Path, help="default: exports/<name>.onnx|.pt")
     sub.add_parser("check", help="validate params.yaml and exit")
     sub.add_parser("sources", help="list the registered dataset sources")
     return parser
@@ -70,6 +95,8 @@ def run(argv: list[str] | None = None) -> int:
             print(f"{name:18s} {source.description}")  # the command's output, not a log line
         return 0
     try:
+        if args.stage in ("predict", "export"):
+            return _use_model(args)
         # Imported here so `--help` is instant and config errors come before heavy imports.
         from trackvision.config import load_config
 
@@ -132,6 +159,30 @@ def run(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         log.error("interrupted")
         return 130
+    return 0
+
+
+def _use_model(args: argparse.Namespace) -> int:
+    """predict and export: they work on a trained model, with or without a params.yaml."""
+    root = Path.cwd()
+    if args.stage == "predict":
+        from trackvision.predict import best_local_model, predict_gallery
+
+        predict_gallery(
+            args.inputs,
+            args.model or str(best_local_model(root)),
+            args.out,
+            args.sort_into,
+            args.threshold,
+            args.batch_size,
+            args.workers,
+        )
+        return 0
+    from trackvision.config import load_config
+    from trackvision.export import export_command
+
+    config = load_config(args.params, check_models=False) if args.params.is_file() else None
+    export_command(args.model, args.format, args.out, root, config)
     return 0
 
 

@@ -123,6 +123,12 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class DoctorConfig:
+    strict: bool  # a `fail` finding fails the stage (after its outputs are written)
+    near_duplicate_difference: float  # mean |difference| of 16x16 thumbnails, 0-255 scale
+
+
+@dataclass(frozen=True)
 class MlflowConfig:
     enabled: bool
     tracking_uri: str  # "" = sqlite:///<repo root>/mlflow.db; MLFLOW_TRACKING_URI overrides both
@@ -141,6 +147,7 @@ class Config:
     models: tuple[str, ...]
     model_options: dict[str, dict[str, Any]]
     evaluate: EvaluateConfig
+    doctor: DoctorConfig
     mlflow: MlflowConfig
     raw: dict[str, Any] = field(repr=False)
 
@@ -395,7 +402,17 @@ def parse_config(raw: Any, check_models: bool = True) -> Config:
     ``check_models=False`` skips the model entries (names, options), which need torch and timm:
     the data stages and compare do not build models and start seconds sooner without them.
     """
-    sections = ("data", "download", "balance", "augment", "train", "models", "evaluate", "mlflow")
+    sections = (
+        "data",
+        "download",
+        "balance",
+        "augment",
+        "train",
+        "models",
+        "evaluate",
+        "doctor",
+        "mlflow",
+    )
     root = _section(raw, "params.yaml", sections)
     for key in sections:
         if key != "models":
@@ -405,6 +422,7 @@ def parse_config(raw: Any, check_models: bool = True) -> Config:
     for name, opts in model_options.items():
         _section(opts or {}, f"models.{name}")
     evaluate = _section(root["evaluate"], "evaluate", _fields(EvaluateConfig))
+    doctor = _section(root["doctor"], "doctor", _fields(DoctorConfig))
 
     config = Config(
         data=_data(_section(root["data"], "data")),
@@ -417,6 +435,12 @@ def parse_config(raw: Any, check_models: bool = True) -> Config:
         evaluate=EvaluateConfig(
             batch_size=_int(evaluate, "batch_size", "evaluate", lo=1),
             latency_repeats=_int(evaluate, "latency_repeats", "evaluate", lo=1, hi=10_000),
+        ),
+        doctor=DoctorConfig(
+            strict=_bool(doctor, "strict", "doctor"),
+            near_duplicate_difference=_float(
+                doctor, "near_duplicate_difference", "doctor", lo=0.0, hi=255.0
+            ),
         ),
         mlflow=_mlflow(_section(root["mlflow"], "mlflow", _fields(MlflowConfig))),
         raw=root,

@@ -23,3 +23,7 @@ class TrainingError(TrackvisionError):
 
 class TrackingError(TrackvisionError):
     """The tracking store could not be reached; the message says what was not recorded."""
+
+
+class ExportError(TrackvisionError):
+    """An exported model does not reproduce PyTorch's outputs; nothing was written."""

@@ -22,6 +22,28 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     return (max(0.0, (centre - spread) / scale), min(1.0, (centre + spread) / scale))
 
 
+def bootstrap_f1_interval(
+    y_true: np.ndarray, y_pred: np.ndarray, n_classes: int, resamples: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of the weighted F1 (resampling test images)."""
+    n = len(y_true)
+    if n == 0:
+        return (0.0, 1.0)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, (resamples, n))
+    cells = (y_true * n_classes + y_pred)[idx] + (np.arange(resamples) * n_classes**2)[:, None]
+    cm = np.bincount(cells.ravel(), minlength=resamples * n_classes**2).reshape(
+        resamples, n_classes, n_classes
+    )
+    tp = np.diagonal(cm, axis1=1, axis2=2).astype(float)
+    support, predicted = cm.sum(axis=2), cm.sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f1 = np.where(support + predicted > 0, 2 * tp / (support + predicted), 0.0)
+    weighted = (f1 * support).sum(axis=1) / n
+    low, high = np.percentile(weighted, [2.5, 97.5])
+    return (float(low), float(high))
+
+
 def classification_metrics(
     logits: torch.Tensor, labels: torch.Tensor, classes: list[str]
 ) -> dict[str, Any]:
@@ -40,6 +62,7 @@ def classification_metrics(
         "f1_weighted": float(
             f1_score(y_true, y_pred, labels=label_ids, average="weighted", zero_division=0)
         ),
+        "f1_weighted_ci95": list(bootstrap_f1_interval(y_true, y_pred, len(classes))),
         "f1_macro": float(
             f1_score(y_true, y_pred, labels=label_ids, average="macro", zero_division=0)
         ),

@@ -53,3 +53,45 @@ def curves_png(history: list[dict[str, float]], path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def errors_png(
+    images: np.ndarray,
+    true: np.ndarray,
+    predicted: np.ndarray,
+    confidence: np.ndarray,
+    classes: list[str],
+    path: Path,
+    title: str,
+    limit: int = 48,
+) -> int:
+    """A grid of the misclassified images (most confident mistakes first), each captioned
+    ``true -> predicted (confidence)``; returns how many mistakes there were in all."""
+    wrong = np.flatnonzero(true != predicted)
+    wrong = wrong[np.argsort(-confidence[wrong], kind="stable")][:limit]
+    cols = 8
+    rows = max(1, -(-len(wrong) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.6, rows * 1.9 + 0.6), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, wrong, strict=False):
+        image = images[i]
+        ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=255)
+        ax.set_title(
+            f"{classes[true[i]]}\n-> {classes[predicted[i]]} ({confidence[i]:.2f})",
+            fontsize=7,
+            color="darkred",
+        )
+    n_wrong = int((true != predicted).sum())
+    shown = f"all {n_wrong}"
+    if n_wrong > len(wrong):
+        shown = f"{len(wrong)} most confident of {n_wrong}"
+    if n_wrong == 0:
+        axes.flat[0].text(0, 0.5, "no mistakes", fontsize=12)
+    fig.suptitle(
+        f"{title}: mistakes on the test split ({shown}); caption true -> predicted", fontsize=9
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return n_wrong

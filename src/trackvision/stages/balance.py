@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from trackvision import atomic
+from trackvision import atomic, doctor
 from trackvision.config import Config
-from trackvision.data.balance import build_balanced_set
+from trackvision.data.balance import BalancedSet, build_balanced_set
 from trackvision.data.packed import write_classes, write_split
 from trackvision.layout import Layout
 
@@ -35,6 +35,8 @@ def balance(config: Config, layout: Layout) -> dict[str, Any]:
         atomic.write_csv(
             tmp / "manifest.csv", result.manifest, ["path", "label", "split", "sha256"]
         )
+    findings = split_findings(result, config)
+    result.report["doctor"] = doctor.to_json(findings)
     atomic.write_json(layout.balance_report, result.report)
     log.info("balance: %s", {k: sum(v.values()) for k, v in result.report["after"].items()})
     if result.report["skipped_unreadable"]:
@@ -43,4 +45,19 @@ def balance(config: Config, layout: Layout) -> dict[str, Any]:
             result.report["skipped_unreadable"],
             layout.balance_report,
         )
+    doctor.report("balance", findings)
+    doctor.enforce(findings, config.doctor.strict, "balance", layout.balance_report)
     return result.report
+
+
+def split_findings(result: BalancedSet, config: Config) -> list[doctor.Finding]:
+    """Leakage between the splits (exact and near copies) and training-class imbalance."""
+    by_split = {name: [r for r in result.manifest if r["split"] == name] for name in result.splits}
+    hashes = {name: [r["sha256"] for r in rows] for name, rows in by_split.items()}
+    paths = {name: [r["path"] for r in rows] for name, rows in by_split.items()}
+    images = {name: split.images for name, split in result.splits.items()}
+    return [
+        *doctor.check_exact_leakage(hashes, paths),
+        *doctor.check_near_duplicates(images, paths, config.doctor.near_duplicate_difference),
+        *doctor.check_imbalance(result.report["after"]["train"], config.balance.strategy),
+    ]

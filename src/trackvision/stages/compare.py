@@ -21,6 +21,34 @@ def _interval(ci: list[float] | None) -> str:
     return "n/a" if ci is None else f"{ci[0]:.3f}-{ci[1]:.3f}"
 
 
+def intervals_overlap(a: list[float], b: list[float]) -> bool:
+    return a[0] <= b[1] and b[0] <= a[1]
+
+
+def overlap_sentence(rows: list[dict]) -> str:
+    """Say which models the test set can tell apart: intervals of accuracy that overlap cannot."""
+    with_ci = [r for r in rows if r.get("accuracy_ci95")]
+    if len(with_ci) < 2:
+        return ""
+    pairs = [
+        (a["model"], b["model"], intervals_overlap(a["accuracy_ci95"], b["accuracy_ci95"]))
+        for i, a in enumerate(with_ci)
+        for b in with_ci[i + 1 :]
+    ]
+    overlapping = [f"{a} / {b}" for a, b, o in pairs if o]
+    separated = [f"{a} > {b}" for a, b, o in pairs if not o]
+    n = ", ".join(sorted({str(r["n_test"]) for r in with_ci}))
+    if not separated:
+        return (
+            f"The 95% accuracy intervals of all models overlap ({n} test images): this test set "
+            "cannot rank them; the order above may be chance."
+        )
+    text = f"Separated by the test set ({n} images): {', '.join(separated)}."
+    if overlapping:
+        text += f" Intervals overlap, so not ranked: {', '.join(overlapping)}."
+    return text
+
+
 def compare(config: Config, layout: Layout) -> str:
     """A table of every model's test metrics, best first: ``reports/compare.md`` and ``.json``."""
     rows = []
@@ -36,6 +64,8 @@ def compare(config: Config, layout: Layout) -> str:
                 "accuracy": m["accuracy"],
                 "accuracy_ci95": m.get("accuracy_ci95"),
                 "f1_weighted": m["f1_weighted"],
+                "f1_weighted_ci95": m.get("f1_weighted_ci95"),
+                "doctor": m.get("doctor_status", "n/a"),
                 "loss": m["loss"],
                 "n_test": m["n"],
                 "n_params": train_info["n_params"],
@@ -49,17 +79,19 @@ def compare(config: Config, layout: Layout) -> str:
     lines = [
         f"# Test-set comparison ({config.data.source})",
         "",
-        "| model | accuracy | 95% interval | F1 (weighted) | loss | test images | parameters "
-        "| file MB | CPU ms/image | best epoch | train s |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | accuracy | 95% interval | F1 (weighted) | F1 95% interval | loss "
+        "| test images | parameters | file MB | CPU ms/image | best epoch | train s | doctor |",
+        "|---|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     lines += [
         f"| {r['model']} | {r['accuracy']:.4f} | {_interval(r['accuracy_ci95'])} | "
-        f"{r['f1_weighted']:.4f} | {r['loss']:.4f} | "
+        f"{r['f1_weighted']:.4f} | {_interval(r['f1_weighted_ci95'])} | {r['loss']:.4f} | "
         f"{r['n_test']} | {r['n_params']:,} | {_num(r['model_size_mb'], '.2f')} | "
-        f"{_num(r['cpu_latency_ms'], '.2f')} | {r['best_epoch']} | {r['train_seconds']:.1f} |"
+        f"{_num(r['cpu_latency_ms'], '.2f')} | {r['best_epoch']} | {r['train_seconds']:.1f} | "
+        f"{r['doctor']} |"
         for r in rows
     ]
+    lines += ["", overlap_sentence(rows)]
     text = "\n".join(lines) + "\n"
     atomic.write_text(layout.reports / "compare.md", text)
     atomic.write_json(layout.reports / "compare.json", rows)

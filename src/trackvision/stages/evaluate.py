@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from trackvision import atomic
+from trackvision import atomic, doctor
 from trackvision.config import Config
 from trackvision.data.packed import read_classes, read_split
 from trackvision.errors import DataError
@@ -19,6 +19,14 @@ from trackvision.tracking import NullTracker, TrackerFactory, closing_run, open_
 from trackvision.training.checkpoint import load_checkpoint
 
 log = logging.getLogger(__name__)
+
+
+def _balance_doctor(layout: Layout) -> dict[str, Any]:
+    """The balance stage's findings (in metrics/balance.json), part of every model's report."""
+    path = layout.balance_report
+    if not path.is_file():
+        return {}
+    return json.loads(path.read_text(encoding="utf-8")).get("doctor", {})
 
 
 def evaluate(
@@ -32,7 +40,7 @@ def evaluate(
         confusion_records,
         text_report,
     )
-    from trackvision.evaluation.plots import confusion_png, curves_png
+    from trackvision.evaluation.plots import confusion_png, curves_png, errors_png
 
     model_dir = layout.model_dir(model_name)
     model, card, preprocess = load_checkpoint(model_dir)
@@ -57,7 +65,18 @@ def evaluate(
     )
     history = json.loads((model_dir / "history.json").read_text(encoding="utf-8"))
 
+    y_pred = logits.argmax(1).numpy()
+    findings = [
+        *doctor.from_json(_balance_doctor(layout)),
+        *doctor.read(model_dir / "doctor.json"),
+        *doctor.check_below_chance(labels.numpy(), y_pred),
+        *doctor.check_collapse(labels.numpy(), y_pred, classes),
+        *doctor.check_too_good(int((labels.numpy() == y_pred).sum()), len(y_pred)),
+    ]
+    metrics["doctor_status"] = doctor.status(findings)
+
     out = layout.metrics_dir(model_name)
+    doctor.write(findings, out / "doctor.json")
     atomic.write_json(out / "test.json", metrics)
     atomic.write_json(
         out / "confusion.json", confusion_records(labels.numpy(), logits.argmax(1).numpy(), classes)
@@ -72,6 +91,17 @@ def evaluate(
         )
     with atomic.atomic_path(out / "curves.png") as tmp:
         curves_png(history, tmp, model_name)
+    confidence, predicted = logits.softmax(dim=1).max(dim=1)
+    with atomic.atomic_path(out / "errors.png") as tmp:  # what a person looks at first
+        errors_png(
+            np.asarray(test.images),
+            labels.numpy(),
+            predicted.numpy(),
+            confidence.numpy(),
+            classes,
+            tmp,
+            model_name,
+        )
 
     run_id = json.loads((model_dir / "train.json").read_text(encoding="utf-8")).get("mlflow_run_id")
     tracker = (
@@ -84,10 +114,25 @@ def evaluate(
                     f"test_{k}": metrics[k] for k in ("accuracy", "f1_weighted", "f1_macro", "loss")
                 },
                 **{k: metrics[k] for k in ("model_size_mb", "cpu_latency_ms")},
+                # Error bars beside the numbers, so the UI shows what n=121 means.
+                "test_accuracy_ci95_low": metrics["accuracy_ci95"][0],
+                "test_accuracy_ci95_high": metrics["accuracy_ci95"][1],
+                "test_f1_weighted_ci95_low": metrics["f1_weighted_ci95"][0],
+                "test_f1_weighted_ci95_high": metrics["f1_weighted_ci95"][1],
+                "test_n": metrics["n"],
             }
         )
-        for name in ("test.json", "report.txt", "confusion.png", "curves.png", "confusion.json"):
+        for name in (
+            "test.json",
+            "report.txt",
+            "confusion.png",
+            "curves.png",
+            "errors.png",
+            "confusion.json",
+            "doctor.json",
+        ):
             tracker.log_artifact(out / name, "evaluation")
+        tracker.set_tags(doctor.mlflow_tags(findings))
         if config.mlflow.log_model and config.mlflow.registered_model:
             tracker.register_model(
                 config.mlflow.registered_model.format(source=config.data.source),
@@ -99,6 +144,8 @@ def evaluate(
                 },
                 rank_by="test_accuracy",
             )
+    doctor.report(f"evaluate {model_name}", findings)
+    doctor.enforce(findings, config.doctor.strict, f"evaluate {model_name}", out / "doctor.json")
     log.info(
         "evaluate %s: accuracy %.4f  f1_weighted %.4f  (n=%d)",
         model_name,

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from trackvision import atomic
+from trackvision import atomic, doctor
 from trackvision.config import Config, ModelSpec
 from trackvision.data.balance import stratified_subset
 from trackvision.data.packed import Split, read_classes, read_split
@@ -18,7 +18,7 @@ from trackvision.errors import DataError
 from trackvision.layout import Layout
 from trackvision.models.inference import pick_device, to_nchw
 from trackvision.models.packaged import PackagedClassifier
-from trackvision.models.preprocessing import resolve_preprocessing
+from trackvision.models.preprocessing import Preprocessing, resolve_preprocessing
 from trackvision.models.zoo import create_model, model_family
 from trackvision.tracking import NullTracker, TrackerFactory, closing_run, flatten, open_tracker
 from trackvision.training.checkpoint import ModelCard, ResumeFile, save_checkpoint
@@ -70,6 +70,27 @@ def _training_subset(layout: Layout, spec: ModelSpec) -> Split:
     keep = stratified_subset(np.asarray(originals.labels), spec.train.subset, spec.train.seed)
     rows = np.concatenate([keep + k * n for k in range(len(augmented) // n)])
     return Split(np.asarray(augmented.images[rows]), np.asarray(augmented.labels[rows]))
+
+
+def _fit_findings(
+    model: torch.nn.Module,
+    spec: ModelSpec,
+    preprocess: Preprocessing,
+    history: list[dict[str, float]],
+    train_split: Split,
+    val_split: Split,
+) -> list[doctor.Finding]:
+    """Too good to trust, memorisation, and inputs the (pretrained) model does not expect."""
+    expected = None
+    if spec.pretrained != "none":
+        cfg = getattr(model, "pretrained_cfg", None) or {}
+        expected = {k: cfg[k] for k in ("mean", "std") if k in cfg}
+    batch = preprocess(to_nchw(train_split.images[:64])).numpy()
+    return [
+        *doctor.check_fit(history, len(val_split), len(train_split)),
+        *doctor.check_preprocessing(preprocess.to_dict(), expected),
+        *doctor.check_batch_range(batch, preprocess.mean, preprocess.std),
+    ]
 
 
 def _fingerprint(params: dict[str, Any]) -> str:
@@ -152,7 +173,14 @@ def _train(
         if not world.is_main:
             return {"model": model_name, "rank": world.rank}
         card = ModelCard(
-            model_name, family, spec.arch, classes, channels, spec.train.image_size, spec.pretrained
+            model_name,
+            family,
+            spec.arch,
+            classes,
+            channels,
+            spec.train.image_size,
+            spec.pretrained,
+            decode_size=config.data.image_size,
         )
         summary = {
             "model": model_name,
@@ -164,10 +192,12 @@ def _train(
             "n_params": n_params,
             "mlflow_run_id": tracker.run_id,
         }
+        findings = _fit_findings(model, spec, preprocess, result.history, train_split, val_split)
         with atomic.atomic_path(layout.model_dir(model_name)) as tmp:
             save_checkpoint(tmp, result.best_state, card, preprocess)
             atomic.write_json(tmp / "history.json", result.history)
             atomic.write_json(tmp / "train.json", summary)
+            doctor.write(findings, tmp / "doctor.json")
         atomic.write_csv(
             layout.metrics_dir(model_name) / "history.csv", result.history, list(result.history[0])
         )
@@ -178,10 +208,14 @@ def _train(
                 "train_seconds": result.seconds,
             }
         )
+        tracker.set_tags(doctor.mlflow_tags(findings))
         tracker.log_artifact(layout.model_dir(model_name) / "preprocessing.json")
         if config.mlflow.log_model:
-            packaged = PackagedClassifier(model.cpu(), preprocess, classes)
+            packaged = PackagedClassifier(
+                model.cpu(), preprocess, classes, channels, config.data.image_size
+            )
             tracker.log_model(packaged, to_nchw(val_split.images[:2]).numpy())
+    doctor.report(f"train {model_name}", findings)
     resume.clear()  # the outputs are written: nothing left to resume
     log.info(
         "train %s: best val accuracy %.4f at epoch %d",

@@ -35,6 +35,7 @@ class ModelCard:
     in_chans: int
     image_size: int
     pretrained: str
+    decode_size: int = 0  # data.image_size at training; 0 in checkpoints from before it was kept
 
 
 def save_checkpoint(
