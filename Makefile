@@ -60,6 +60,8 @@ bench: setup
 	$(BIN)/python benchmarks/data_stages.py
 	$(BIN)/python benchmarks/text_recognition_build.py
 	$(BIN)/python benchmarks/training.py
+	$(BIN)/python benchmarks/predict.py
+	@echo "benchmarks/experiment_queue.py (about 10 min) needs the outputs pushed: dvc push first"
 
 lint: setup
 	ruff check src tests benchmarks

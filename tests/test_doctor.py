@@ -103,6 +103,13 @@ def test_pixels_left_in_0_255_are_out_of_range() -> None:
     (finding,) = doctor.check_batch_range(raw, (0.0,) * 3, (1.0,) * 3)
     assert finding.code == "preprocessing.range"
     assert doctor.check_batch_range(raw / 255, (0.0,) * 3, (1.0,) * 3) == []
+    overshoot = np.array([-0.06, 1.06])  # bicubic resizing of [0, 1] pixels: not a fault
+    assert doctor.check_batch_range(overshoot, (0.0,) * 3, (1.0,) * 3) == []
+    imagenet_mean, imagenet_std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    once = (raw / 255 - 0.45) / 0.226
+    twice = (once - 0.45) / 0.226  # normalised twice
+    assert doctor.check_batch_range(once, imagenet_mean, imagenet_std) == []
+    assert doctor.check_batch_range(twice, imagenet_mean, imagenet_std)
 
 
 def test_a_perfect_score_on_20_images_is_too_good_to_trust() -> None:

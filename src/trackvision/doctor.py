@@ -212,7 +212,9 @@ def check_batch_range(batch: np.ndarray, mean: Sequence[float], std: Sequence[fl
     lo = min((0 - m) / s for m, s in zip(mean, std, strict=True))
     hi = max((1 - m) / s for m, s in zip(mean, std, strict=True))
     seen_lo, seen_hi = float(batch.min()), float(batch.max())
-    slack = 0.05 * (hi - lo)
+    # Bicubic resizing overshoots a little (-0.06..1.06 measured on MobileViT's inputs); the
+    # faults this is for (pixels in 0..255, normalising twice) are off by far more.
+    slack = 0.25 * (hi - lo)
     if seen_lo < lo - slack or seen_hi > hi + slack:
         return [
             Finding(
