@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 
 import pytest
@@ -115,6 +116,9 @@ def test_each_evaluated_run_becomes_a_version_and_champion_follows_the_best(tmp_
         tracker.register_model("synthetic_text-classifier", tags, rank_by="test_accuracy")
         tracker.close()
 
+    # MLflow's set_tracking_uri exports MLFLOW_TRACKING_URI; the tracker must not leak it, or
+    # the next run in this process would silently go to this store.
+    assert "MLFLOW_TRACKING_URI" not in os.environ
     client = mlflow.tracking.MlflowClient(uri)
     versions = client.search_model_versions("name = 'synthetic_text-classifier'")
     assert sorted(int(v.version) for v in versions) == [1, 2, 3, 4]

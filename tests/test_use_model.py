@@ -107,8 +107,9 @@ def test_predict_decodes_files_exactly_as_training_did(trained) -> None:
     np.testing.assert_allclose(np.asarray(by_file), packed.numpy(), atol=1e-6)
 
 
-def test_predict_errors_are_one_clear_line(trained, tmp_path, caplog) -> None:
+def test_predict_errors_are_one_clear_line(trained, tmp_path, caplog, monkeypatch) -> None:
     _config, layout = trained
+    monkeypatch.chdir(tmp_path)  # no models/ here: inputs are checked before a model is looked for
     assert run(["predict", str(tmp_path / "nowhere")]) == 1
     assert "nowhere: no such file or folder" in caplog.text
     (tmp_path / "empty").mkdir()
@@ -116,6 +117,10 @@ def test_predict_errors_are_one_clear_line(trained, tmp_path, caplog) -> None:
     assert "no image files found" in caplog.text
     assert run(["predict", str(layout.raw("synthetic_text")), "--model", "models/nope"]) == 1
     assert "models/nope: no such folder" in caplog.text
+    (tmp_path / "photos").mkdir()
+    generate_image(1, 1, 64, True).save(tmp_path / "photos" / "a.jpg")
+    assert run(["predict", str(tmp_path / "photos")]) == 1
+    assert "no evaluated model; run `dvc repro`" in caplog.text
     with pytest.raises(DataError, match="threshold"):
         predict_gallery([tmp_path], str(layout.model_dir("cnn")), tmp_path / "x.csv", None, 1.5)
 

@@ -166,11 +166,11 @@ def _use_model(args: argparse.Namespace) -> int:
     """predict and export: they work on a trained model, with or without a params.yaml."""
     root = Path.cwd()
     if args.stage == "predict":
-        from trackvision.predict import best_local_model, predict_gallery
+        from trackvision.predict import predict_gallery
 
         predict_gallery(
             args.inputs,
-            args.model or str(best_local_model(root)),
+            args.model,
             args.out,
             args.sort_into,
             args.threshold,

@@ -174,19 +174,22 @@ def best_local_model(root: Path) -> Path:
 
 def predict_gallery(
     inputs: Sequence[Path],
-    model_ref: str,
+    model_ref: str | None,
     out: Path,
     sort_dest: Path | None = None,
     threshold: float = 0.7,
     batch_size: int = 64,
     workers: int = 1,
 ) -> dict[str, object]:
-    """``trackvision predict``: classify, write the CSV, optionally copy into class folders."""
+    """``trackvision predict``: classify, write the CSV, optionally copy into class folders.
+
+    ``model_ref`` None: the local model with the best test accuracy (``best_local_model``)."""
     if not 0.0 <= threshold <= 1.0:
         raise DataError(f"--threshold: expected a probability in [0, 1], got {threshold}")
     paths = find_images(inputs)
     if not paths:
         raise DataError(f"{', '.join(map(str, inputs))}: no image files found")
+    model_ref = model_ref or str(best_local_model(Path.cwd()))
     classifier = load_packaged(model_ref)
     log.info("predict: %d images with %s (classes %s)", len(paths), model_ref, classifier.classes)
     start = time.perf_counter()

@@ -94,6 +94,22 @@ def resolve_tracking_uri(configured: str = "") -> str:
     )
 
 
+def use_tracking_uri(uri: str) -> None:
+    """Point MLflow's fluent API at ``uri`` without leaking it into this process's environment.
+
+    ``mlflow.set_tracking_uri`` also sets MLFLOW_TRACKING_URI, which ``resolve_tracking_uri``
+    reads first: one run's store would silently become every later run's in the same process.
+    """
+    import mlflow
+
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
+
+
 def ui_command(tracking_uri: str, root: Path, host: str, port: int) -> list[str]:
     """The ``mlflow server`` command that serves the UI over a local store, artifacts included.
 
@@ -197,7 +213,7 @@ class MlflowTracker:
         import mlflow
 
         self._mlflow = mlflow
-        mlflow.set_tracking_uri(tracking_uri)
+        use_tracking_uri(tracking_uri)
         exp = mlflow.get_experiment_by_name(experiment)
         if exp is None:
             exp_id = self._create_experiment(experiment, tracking_uri)

@@ -48,9 +48,9 @@ def load_packaged(ref: str) -> PackagedClassifier:
     if ref.startswith(("models:/", "runs:/")):
         import mlflow.pytorch
 
-        from trackvision.tracking import resolve_tracking_uri
+        from trackvision.tracking import resolve_tracking_uri, use_tracking_uri
 
-        mlflow.set_tracking_uri(resolve_tracking_uri())
+        use_tracking_uri(resolve_tracking_uri())
         try:
             model = mlflow.pytorch.load_model(ref, map_location="cpu")
         except Exception as exc:  # MLflow raises its own exception types for missing models
