@@ -65,22 +65,21 @@ def evaluate(
     )
     history = json.loads((model_dir / "history.json").read_text(encoding="utf-8"))
 
-    y_pred = logits.argmax(1).numpy()
+    confidence, predicted = logits.softmax(dim=1).max(dim=1)
+    y_true, y_pred = labels.numpy(), predicted.numpy()
     findings = [
         *doctor.from_json(_balance_doctor(layout)),
         *doctor.read(model_dir / "doctor.json"),
-        *doctor.check_below_chance(labels.numpy(), y_pred),
-        *doctor.check_collapse(labels.numpy(), y_pred, classes),
-        *doctor.check_too_good(int((labels.numpy() == y_pred).sum()), len(y_pred)),
+        *doctor.check_below_chance(y_true, y_pred),
+        *doctor.check_collapse(y_true, y_pred, classes),
+        *doctor.check_too_good(int((y_true == y_pred).sum()), len(y_pred)),
     ]
     metrics["doctor_status"] = doctor.status(findings)
 
     out = layout.metrics_dir(model_name)
     doctor.write(findings, out / "doctor.json")
     atomic.write_json(out / "test.json", metrics)
-    atomic.write_json(
-        out / "confusion.json", confusion_records(labels.numpy(), logits.argmax(1).numpy(), classes)
-    )
+    atomic.write_json(out / "confusion.json", confusion_records(y_true, y_pred, classes))
     atomic.write_text(out / "report.txt", text_report(metrics))
     with atomic.atomic_path(out / "confusion.png") as tmp:
         confusion_png(
@@ -91,12 +90,11 @@ def evaluate(
         )
     with atomic.atomic_path(out / "curves.png") as tmp:
         curves_png(history, tmp, model_name)
-    confidence, predicted = logits.softmax(dim=1).max(dim=1)
     with atomic.atomic_path(out / "errors.png") as tmp:  # what a person looks at first
         errors_png(
             np.asarray(test.images),
-            labels.numpy(),
-            predicted.numpy(),
+            y_true,
+            y_pred,
             confidence.numpy(),
             classes,
             tmp,
