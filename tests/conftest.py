@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from trackvision.config import Config, parse_config
+from trackvision.layout import Layout
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,6 +50,20 @@ def tiny_params(params: dict[str, Any], **overrides: Any) -> dict[str, Any]:
             node = node.setdefault(key, {})
         node[leaf] = value
     return p
+
+
+def tiny_project(root: Path, params: dict[str, Any]) -> tuple[Config, Layout]:
+    """A project folder with the tiny params (cnn only, MLflow into ``root``/mlflow.db) in its
+    params.yaml and the data stages run: ready for ``train``."""
+    from trackvision import stages
+
+    p = tiny_params(params, **{"train.models": ["cnn"], "mlflow.enabled": True})
+    p["mlflow"]["tracking_uri"] = f"sqlite:///{root / 'mlflow.db'}"
+    (root / "params.yaml").write_text(yaml.safe_dump(p))
+    config, layout = parse_config(p), Layout(root)
+    for stage in (stages.download, stages.balance, stages.augment):
+        stage(config, layout)
+    return config, layout
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import csv
 import hashlib
 import json
@@ -13,14 +12,12 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import REPO, tiny_params
+from tests.conftest import REPO, tiny_project
 from trackvision import stages
 from trackvision.cli import run
-from trackvision.config import parse_config
 from trackvision.data.packed import read_split
 from trackvision.data.sources.synthetic_text import generate_image
 from trackvision.errors import DataError, ExportError
-from trackvision.layout import Layout
 from trackvision.models.packaged import load_packaged
 from trackvision.predict import predict_gallery
 
@@ -28,14 +25,8 @@ from trackvision.predict import predict_gallery
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory):
     """A tiny pipeline through evaluate (cnn, MLflow into a temp store)."""
-    root = tmp_path_factory.mktemp("trained")
-    params = copy.deepcopy(yaml.safe_load((REPO / "params.yaml").read_text()))
-    p = tiny_params(params, **{"train.models": ["cnn"], "mlflow.enabled": True})
-    p["mlflow"]["tracking_uri"] = f"sqlite:///{root / 'mlflow.db'}"
-    (root / "params.yaml").write_text(yaml.safe_dump(p))
-    config, layout = parse_config(p), Layout(root)
-    for stage in (stages.download, stages.balance, stages.augment):
-        stage(config, layout)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    config, layout = tiny_project(tmp_path_factory.mktemp("trained"), params)
     stages.train(config, layout, "cnn")
     stages.evaluate(config, layout, "cnn")
     return config, layout

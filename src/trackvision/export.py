@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import statistics
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,12 +17,14 @@ import torch
 from trackvision import atomic
 from trackvision.config import Config
 from trackvision.errors import ConfigError, DataError, ExportError
+from trackvision.evaluation.footprint import median_ms
 from trackvision.models.packaged import PackagedClassifier
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("onnx", "torchscript")
 SUFFIX = {"onnx": ".onnx", "torchscript": ".pt"}
+LATENCY_REPEATS_WITHOUT_PARAMS = 30  # outside a project (no params.yaml) to read it from
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,11 @@ class ExportResult:
     size_mb: float
     latency_ms: float  # CPU, batch 1, median, in the runtime a device would use
     max_abs_diff: float  # against PyTorch's probabilities on the check images
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format: {fmt!r} is not one of {', '.join(FORMATS)}")
 
 
 def _onnx(classifier: PackagedClassifier, example: torch.Tensor, out: Path) -> None:
@@ -75,15 +80,14 @@ def export_model(
     fmt: str,
     out: Path,
     check_images: np.ndarray,
-    latency_repeats: int = 30,
+    latency_repeats: int,
 ) -> ExportResult:
     """Write ``classifier`` as ``fmt`` to ``out`` (atomically), verified on ``check_images``.
 
     ``check_images``: uint8 N x C x H x W at the classifier's decode size (real test images).
     Raises ExportError if the exported model's probabilities differ from PyTorch's by > 1e-4.
     """
-    if fmt not in FORMATS:
-        raise ConfigError(f"--format: {fmt!r} is not one of {', '.join(FORMATS)}")
+    _check_format(fmt)
     classifier = classifier.eval()
     example = torch.from_numpy(np.ascontiguousarray(check_images[:2]))
     with atomic.atomic_path(out) as tmp:
@@ -99,15 +103,9 @@ def export_model(
                 "(limit 1e-4); not written"
             )
         one = np.ascontiguousarray(check_images[:1])
-        for _ in range(3):
-            run(one)
-        times = []
-        for _ in range(latency_repeats):
-            t0 = time.perf_counter()
-            run(one)
-            times.append((time.perf_counter() - t0) * 1000)
+        latency = median_ms(lambda: run(one), latency_repeats)
     size_mb = out.stat().st_size / 1e6
-    result = ExportResult(out, fmt, round(size_mb, 3), round(statistics.median(times), 3), diff)
+    result = ExportResult(out, fmt, round(size_mb, 3), round(latency, 3), diff)
     log.info(
         "exported %s: %.2f MB, %.2f ms/image (CPU, batch 1), max |diff| vs PyTorch %.1e",
         out,
@@ -142,13 +140,14 @@ def export_command(
     MLflow run (a local model trained with tracking on)."""
     from trackvision.models.packaged import load_packaged
 
-    if fmt not in FORMATS:
-        raise ConfigError(f"--format: {fmt!r} is not one of {', '.join(FORMATS)}")
+    _check_format(fmt)
     classifier = load_packaged(model_ref)
-    name = Path(model_ref).name if "://" not in model_ref and ":/" not in model_ref else "model"
+    name = "model" if ":/" in model_ref else Path(model_ref).name  # models:/... or runs:/...
     out = out or root / "exports" / f"{name}{SUFFIX[fmt]}"
     out.parent.mkdir(parents=True, exist_ok=True)
-    result = export_model(classifier, fmt, out, check_images(root, classifier))
+    # Timed like evaluate times the PyTorch model, so the two latencies compare.
+    repeats = config.evaluate.latency_repeats if config else LATENCY_REPEATS_WITHOUT_PARAMS
+    result = export_model(classifier, fmt, out, check_images(root, classifier), repeats)
     train_json = Path(model_ref) / "train.json"
     run_id = None
     if config is not None and config.mlflow.enabled and train_json.is_file():

@@ -8,25 +8,16 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.conftest import tiny_params
-from trackvision import stages
-from trackvision.config import parse_config
+from tests.conftest import tiny_project
 from trackvision.errors import TrainingError
-from trackvision.layout import Layout
 from trackvision.training.distributed import World, check_supported
 
 
 def test_two_processes_train_one_run_with_identical_weights(tmp_path: Path, params) -> None:
     from mlflow.tracking import MlflowClient
 
-    p = tiny_params(params, **{"train.models": ["cnn"], "mlflow.enabled": True})
-    p["mlflow"]["tracking_uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
-    config, layout = parse_config(p), Layout(tmp_path)
-    for stage in (stages.download, stages.balance, stages.augment):
-        stage(config, layout)
+    config, layout = tiny_project(tmp_path, params)
 
     torchrun = Path(sys.executable).parent / "torchrun"
     proc = subprocess.run(
@@ -53,7 +44,7 @@ def test_two_processes_train_one_run_with_identical_weights(tmp_path: Path, para
     assert set(digests) == {"0", "1"}, out[-4000:]
     assert digests["0"] == digests["1"]
 
-    client = MlflowClient(p["mlflow"]["tracking_uri"])
+    client = MlflowClient(config.mlflow.tracking_uri)
     exp = client.get_experiment_by_name("synthetic_text")
     (only,) = client.search_runs([exp.experiment_id])
     assert only.info.status == "FINISHED"

@@ -4,24 +4,30 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
 
 
+def median_ms(call: Callable[[], object], repeats: int, warmup: int = 3) -> float:
+    """Median wall time of ``call()`` in ms, after ``warmup`` untimed calls."""
+    times = []
+    for i in range(warmup + repeats):
+        t0 = time.perf_counter()
+        call()
+        if i >= warmup:  # the first calls pay for allocation and kernel selection
+            times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
+
+
 def cpu_latency_ms(model: nn.Module, example: torch.Tensor, repeats: int, warmup: int = 3) -> float:
     """Median wall time of one forward pass of ``example`` (batch 1) on the CPU, in ms."""
     model = model.cpu().eval()
     example = example.cpu()
-    times = []
     with torch.inference_mode():
-        for i in range(warmup + repeats):
-            t0 = time.perf_counter()
-            model(example)
-            if i >= warmup:  # the first calls pay for allocation and kernel selection
-                times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
+        return median_ms(lambda: model(example), repeats, warmup)
 
 
 def footprint(model: nn.Module, weights: Path, example: torch.Tensor, repeats: int) -> dict:
