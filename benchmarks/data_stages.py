@@ -10,7 +10,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 from trackvision.atomic import write_json
 from trackvision.data.balance import build_balanced_set
 from trackvision.data.sources.synthetic_text import generate_image
+from trackvision.evaluation.footprint import machine
 
 log = logging.getLogger("bench")
 
@@ -64,7 +64,7 @@ def main() -> None:
         "jpeg_side": args.size,
         "resized_to": args.image_size,
         "cores": cores,
-        "cpu": platform.processor() or platform.machine(),
+        "machine": machine(),
         "images_per_s_1_process": round(one, 1),
         f"images_per_s_{cores}_processes": round(every, 1),
         "ratio": round(every / one, 2),

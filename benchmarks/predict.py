@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import platform
 import resource
 import tempfile
 import time
@@ -20,6 +18,7 @@ from pathlib import Path
 
 from trackvision.atomic import write_json
 from trackvision.data.sources.synthetic_text import generate_image
+from trackvision.evaluation.footprint import machine
 from trackvision.predict import predict_gallery
 
 log = logging.getLogger("bench")
@@ -81,7 +80,7 @@ def main() -> None:
             "images": args.images,
             "size": args.size,
             "model": args.model,
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+            "machine": machine(),
         },
     )
 

@@ -2,9 +2,10 @@
 
 For each case (model, input size, channels) it measures, on this machine:
 - training images/s of the project's path: ``trackvision.training.loop.fit`` on in-memory uint8
-  tensors, with the precision the model's entry in params.yaml chooses (bf16 + channels_last for
-  the CNN), against a naive loop written the plain way: torchvision ``ImageFolder`` decoding JPEGs
-  with PIL every step, ``ToTensor`` + ``Normalize``, NCHW fp32, default threads;
+  tensors, with the precision and memory format the model's entry in params.yaml chooses
+  (``precision: auto`` resolved for this CPU), against a naive loop written the plain way:
+  torchvision ``ImageFolder`` decoding JPEGs with PIL every step, ``ToTensor`` + ``Normalize``,
+  NCHW fp32, default threads;
 - inference latency per image (batch 1, median) and throughput (batch 64) on the CPU.
 Prints the ratios and writes ``metrics/bench.json`` (and an MLflow run in experiment
 ``benchmarks``, unless ``--no-mlflow``). Usage:
@@ -16,7 +17,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import platform
 import statistics
 import tempfile
 import time
@@ -31,10 +31,11 @@ from trackvision.atomic import write_json
 from trackvision.config import load_config
 from trackvision.data.packed import Split
 from trackvision.data.sources.synthetic_text import generate_image
-from trackvision.evaluation.footprint import cpu_latency_ms
+from trackvision.evaluation.footprint import cpu_latency_ms, machine
 from trackvision.models.preprocessing import resolve_preprocessing
 from trackvision.models.zoo import create_model, model_family
 from trackvision.training.loop import fit
+from trackvision.training.precision import resolve_precision
 
 log = logging.getLogger("bench")
 
@@ -149,7 +150,8 @@ def main() -> None:
             "model": name,
             "size": size,
             "channels": channels,
-            "precision": spec.train.precision,
+            "precision": resolve_precision(spec.train.precision, torch.device("cpu")),
+            "channels_last": spec.train.channels_last,
             "naive_train_images_per_s": round(naive, 1),
             "project_train_images_per_s": round(project, 1),
             "speedup": round(project / naive, 2),
@@ -169,11 +171,7 @@ def main() -> None:
             row["images_per_s_b64"],
         )
     report = {
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-        },
+        "machine": machine(),
         "cases": results,
     }
     write_json(args.out, report)

@@ -22,7 +22,7 @@ from trackvision.data.sources import available_sources, get_source, parse_option
 from trackvision.errors import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 FINETUNE_MODES = ("full", "linear_probe", "gradual")
 PRETRAINED = ("none", "hub", "embedded")
@@ -97,7 +97,8 @@ class TrainSettings:
     label_smoothing: float
     shift: int  # online augmentation: max random translation in px (0 = off)
     hflip: bool  # online augmentation: random horizontal flips
-    precision: str  # fp32 | bf16 (autocast + channels_last; ~2.5x for the CNN here) | fp16 (CUDA)
+    precision: str  # auto (bf16 where the device has it natively, else fp32) | fp32 | bf16 | fp16
+    channels_last: bool  # NHWC memory format: oneDNN's fast convolutions (cnn 2.1x on AVX2)
     optimizer: str  # adamw | adam | sgd (momentum 0.9, Nesterov)
     grad_clip: float  # max global L2 norm of the gradients (0 = off)
     finetune: str  # full | linear_probe | gradual (see training/finetune.py)
@@ -266,6 +267,7 @@ def _train_settings(t: dict[str, Any], prefix: str) -> TrainSettings:
         shift=_int(t, "shift", prefix, lo=0, hi=256),
         hflip=_bool(t, "hflip", prefix),
         precision=_choice(t, "precision", prefix, PRECISIONS),
+        channels_last=_bool(t, "channels_last", prefix),
         optimizer=_choice(t, "optimizer", prefix, OPTIMIZERS),
         grad_clip=_float(t, "grad_clip", prefix, lo=0.0),
         finetune=_choice(t, "finetune", prefix, FINETUNE_MODES),

@@ -10,6 +10,7 @@ import torch
 
 from trackvision.errors import TrainingError
 from trackvision.models.zoo import create_model
+from trackvision.tracking import NullTracker
 from trackvision.training.checkpoint import ResumeFile
 from trackvision.training.finetune import classifier, split_parameters
 from trackvision.training.loop import fit
@@ -131,7 +132,7 @@ def test_fp16_on_a_cpu_is_refused_with_the_alternative() -> None:
         fit(_model(), _bright_vs_dark(32, 0), _bright_vs_dark(8, 1), settings, PRE, CPU)
 
 
-class _StopAt:
+class _StopAt(NullTracker):
     """A tracker that raises KeyboardInterrupt when epoch ``stop`` reports (as Ctrl-C would)."""
 
     run_id = "run-123"

@@ -14,6 +14,7 @@ from trackvision.data.packed import Split
 from trackvision.errors import TrainingError
 from trackvision.models.preprocessing import Preprocessing
 from trackvision.models.zoo import create_model
+from trackvision.tracking import NullTracker
 from trackvision.training.checkpoint import ModelCard, load_checkpoint, save_checkpoint
 from trackvision.training.loop import fit
 from trackvision.training.optim import warmup_cosine
@@ -32,6 +33,7 @@ SETTINGS = TrainSettings(
     shift=0,
     hflip=False,
     precision="fp32",
+    channels_last=False,
     optimizer="adamw",
     grad_clip=0.0,
     finetune="full",
@@ -60,11 +62,13 @@ def _model() -> torch.nn.Module:
     )
 
 
-class _Recorder:
-    run_id = None
-
+class _Recorder(NullTracker):
     def __init__(self) -> None:
         self.metrics: list[tuple[int | None, dict]] = []
+        self.params: dict = {}
+
+    def log_params(self, params) -> None:
+        self.params.update(params)
 
     def log_metrics(self, metrics, step=None) -> None:
         self.metrics.append((step, dict(metrics)))
@@ -87,6 +91,7 @@ def test_fit_learns_and_reports_every_epoch() -> None:
     assert {"train_loss", "val_loss", "train_accuracy", "val_accuracy"} <= set(
         recorder.metrics[0][1]
     )
+    assert recorder.params == {"train.precision_used": "fp32"}
 
 
 def test_same_seed_same_history() -> None:

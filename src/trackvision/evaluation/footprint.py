@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -9,6 +11,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+from trackvision.training.precision import native_bf16
 
 
 def median_ms(call: Callable[[], object], repeats: int, warmup: int = 3) -> float:
@@ -37,4 +41,26 @@ def footprint(model: nn.Module, weights: Path, example: torch.Tensor, repeats: i
         "model_size_mb": round(weights.stat().st_size / 1e6, 3),
         "cpu_latency_ms": round(cpu_latency_ms(model, example, repeats), 3),
         "cpu_threads": torch.get_num_threads(),
+    }
+
+
+def machine() -> dict[str, object]:
+    """The CPU a figure was measured on: speed results mean nothing without it."""
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": name,
+        "cores": len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "isa": torch.backends.cpu.get_cpu_capability(),
+        "native_bf16": native_bf16(torch.device("cpu")),
+        "torch": torch.__version__,
     }

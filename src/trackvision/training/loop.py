@@ -27,8 +27,10 @@ from trackvision.models.preprocessing import Preprocessing
 from trackvision.tracking import NullTracker, Tracker
 from trackvision.training.checkpoint import ResumeFile
 from trackvision.training.distributed import World, check_supported
+from trackvision.training.dropout import cpu_fast_dropout
 from trackvision.training.finetune import backbone_frozen, set_phase
 from trackvision.training.optim import build_optimizer, build_scheduler
+from trackvision.training.precision import autocast_dtype, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -58,16 +60,6 @@ def evaluate_split(
     loss = F.cross_entropy(logits, labels).item()
     accuracy = (logits.argmax(1) == labels).float().mean().item()
     return loss, accuracy
-
-
-def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    if precision == "fp32":
-        return None
-    if precision == "fp16" and device.type != "cuda":
-        raise TrainingError(
-            f"precision fp16 needs a CUDA device, not {device.type}; use bf16 (CPU) or fp32"
-        )
-    return torch.bfloat16 if precision == "bf16" else torch.float16
 
 
 def fit(
@@ -101,9 +93,11 @@ def fit(
         else generator
     )
     model.to(device)
-    amp_dtype = _autocast_dtype(settings.precision, device)
-    channels_last = amp_dtype is not None or device.type == "cuda"
-    if channels_last:  # what lets reduced-precision convolutions use the fast kernels
+    precision = resolve_precision(settings.precision, device)
+    amp_dtype = autocast_dtype(precision)
+    tracker.log_params({"train.precision_used": precision})  # what `auto` became here
+    channels_last = settings.channels_last
+    if channels_last:  # oneDNN's fast convolution kernels want NHWC (fp32 and bf16 alike)
         model.to(memory_format=torch.channels_last)
 
     x_train, y_train = to_nchw(train.images), torch.from_numpy(np.asarray(train.labels))
@@ -111,7 +105,7 @@ def fit(
     steps_per_epoch = math.ceil(len(y_train) / settings.batch_size)
     optimizer = build_optimizer(model, settings)
     scheduler = build_scheduler(optimizer, settings, steps_per_epoch)
-    scaler = torch.amp.GradScaler(device.type, enabled=settings.precision == "fp16")
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
     history: list[dict[str, float]] = []
     best_acc, best_loss, best_epoch, stale, stopped_early = -1.0, math.inf, 0, 0, False
@@ -138,99 +132,101 @@ def fit(
     net = world.wrap(model, device)
 
     start = time.perf_counter()
-    for epoch in range(first_epoch, last_epoch + 1):
-        set_phase(model, backbone_frozen(settings.finetune, epoch, settings.head_epochs))
-        trainable = [p for p in model.parameters() if p.requires_grad]
-        order = torch.randperm(len(y_train), generator=generator)
-        seen, loss_sum, correct, t0 = 0, 0.0, 0, time.perf_counter()
-        bar = tqdm(
-            range(steps_per_epoch),
-            desc=f"epoch {epoch}/{settings.epochs}",
-            unit="batch",
-            leave=False,
-            disable=not world.is_main,
-        )
-        for step in bar:
-            batch = order[step * settings.batch_size : (step + 1) * settings.batch_size]
-            if len(batch) < world.size:  # a last batch too small to give every rank a row
-                continue
-            idx = world.shard(batch)
-            x = preprocess(x_train[idx].to(device))
-            x = random_flip_shift(x, augment_rng, settings.shift, flip=settings.hflip)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            y = y_train[idx].to(device)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                logits = net(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=settings.label_smoothing)
-            if not torch.isfinite(loss):
-                raise TrainingError(
-                    f"loss is {loss.item()} at epoch {epoch}, step {step + 1}: lower the learning "
-                    "rate or check the inputs"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if settings.grad_clip > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(trainable, settings.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            seen += len(y)
-            loss_sum += loss.item() * len(y)
-            correct += (logits.argmax(1) == y).sum().item()
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
-        train_seconds = time.perf_counter() - t0
-        seen, loss_sum, correct = world.sum([seen, loss_sum, correct])
-        world.sync_buffers(model)
-        val_loss, val_acc = evaluate_split(model, x_val, y_val, preprocess, 256, device)
-        row = {
-            "epoch": epoch,
-            "train_loss": loss_sum / seen,
-            "train_accuracy": correct / seen,
-            "val_loss": val_loss,
-            "val_accuracy": val_acc,
-            "lr": optimizer.param_groups[0]["lr"],
-            "images_per_s": seen / train_seconds,
-        }
-        history.append(row)
-        tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
-        log.info(
-            "epoch %d/%d  train loss %.4f acc %.4f | val loss %.4f acc %.4f | %.0f img/s",
-            epoch,
-            settings.epochs,
-            row["train_loss"],
-            row["train_accuracy"],
-            val_loss,
-            val_acc,
-            row["images_per_s"],
-        )
-        if val_acc > best_acc or (val_acc == best_acc and val_loss < best_loss):
-            best_acc, best_loss, best_epoch, stale = val_acc, val_loss, epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            stale += 1
-            stopped_early = bool(settings.patience and stale >= settings.patience)
-        if resume and world.is_main:
-            resume.save(
-                {
-                    "epoch": epoch,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "rng": _rng_state(generator, device),
-                    "history": history,
-                    "best_state": best_state,
-                    "best": [best_acc, best_loss, best_epoch, stale],
-                    "stopped_early": stopped_early,
-                    "seconds": done_seconds + time.perf_counter() - start,
-                    "run_id": tracker.run_id or "",
-                }
+    # Dropout's CPU kernel was a quarter of a ViT step; restored before the model leaves.
+    with cpu_fast_dropout(model):
+        for epoch in range(first_epoch, last_epoch + 1):
+            set_phase(model, backbone_frozen(settings.finetune, epoch, settings.head_epochs))
+            trainable = [p for p in model.parameters() if p.requires_grad]
+            order = torch.randperm(len(y_train), generator=generator)
+            seen, loss_sum, correct, t0 = 0, 0.0, 0, time.perf_counter()
+            bar = tqdm(
+                range(steps_per_epoch),
+                desc=f"epoch {epoch}/{settings.epochs}",
+                unit="batch",
+                leave=False,
+                disable=not world.is_main,
             )
-        if stopped_early:
-            log.info("early stop: no val accuracy gain for %d epochs", stale)
-            break
+            for step in bar:
+                batch = order[step * settings.batch_size : (step + 1) * settings.batch_size]
+                if len(batch) < world.size:  # a last batch too small to give every rank a row
+                    continue
+                idx = world.shard(batch)
+                x = preprocess(x_train[idx].to(device))
+                x = random_flip_shift(x, augment_rng, settings.shift, flip=settings.hflip)
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                y = y_train[idx].to(device)
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    logits = net(x)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=settings.label_smoothing)
+                if not torch.isfinite(loss):
+                    raise TrainingError(
+                        f"loss is {loss.item()} at epoch {epoch}, step {step + 1}: lower the "
+                        "learning rate or check the inputs"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if settings.grad_clip > 0:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(trainable, settings.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                seen += len(y)
+                loss_sum += loss.item() * len(y)
+                correct += (logits.argmax(1) == y).sum().item()
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
+            train_seconds = time.perf_counter() - t0
+            seen, loss_sum, correct = world.sum([seen, loss_sum, correct])
+            world.sync_buffers(model)
+            val_loss, val_acc = evaluate_split(model, x_val, y_val, preprocess, 256, device)
+            row = {
+                "epoch": epoch,
+                "train_loss": loss_sum / seen,
+                "train_accuracy": correct / seen,
+                "val_loss": val_loss,
+                "val_accuracy": val_acc,
+                "lr": optimizer.param_groups[0]["lr"],
+                "images_per_s": seen / train_seconds,
+            }
+            history.append(row)
+            tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+            log.info(
+                "epoch %d/%d  train loss %.4f acc %.4f | val loss %.4f acc %.4f | %.0f img/s",
+                epoch,
+                settings.epochs,
+                row["train_loss"],
+                row["train_accuracy"],
+                val_loss,
+                val_acc,
+                row["images_per_s"],
+            )
+            if val_acc > best_acc or (val_acc == best_acc and val_loss < best_loss):
+                best_acc, best_loss, best_epoch, stale = val_acc, val_loss, epoch, 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                stale += 1
+                stopped_early = bool(settings.patience and stale >= settings.patience)
+            if resume and world.is_main:
+                resume.save(
+                    {
+                        "epoch": epoch,
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "scaler": scaler.state_dict(),
+                        "rng": _rng_state(generator, device),
+                        "history": history,
+                        "best_state": best_state,
+                        "best": [best_acc, best_loss, best_epoch, stale],
+                        "stopped_early": stopped_early,
+                        "seconds": done_seconds + time.perf_counter() - start,
+                        "run_id": tracker.run_id or "",
+                    }
+                )
+            if stopped_early:
+                log.info("early stop: no val accuracy gain for %d epochs", stale)
+                break
     model.to(memory_format=torch.contiguous_format)
     for p in model.parameters():
         p.requires_grad_(True)

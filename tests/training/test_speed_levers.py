@@ -1,0 +1,130 @@
+"""The training path's speed levers: precision auto, channels_last, the CPU dropout."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import pytest
+import torch
+from torch import nn
+
+from trackvision.errors import TrainingError
+from trackvision.models.zoo import create_model
+from trackvision.training.dropout import FastDropout, cpu_fast_dropout, fast_dropout
+from trackvision.training.loop import fit
+from trackvision.training.precision import native_bf16, resolve_precision
+
+from .test_loop import PRE, SETTINGS, _bright_vs_dark, _model
+
+CPU = torch.device("cpu")
+
+
+def test_auto_precision_follows_the_cpu() -> None:
+    expected = "bf16" if native_bf16(CPU) else "fp32"
+    assert resolve_precision("auto", CPU) == expected
+    assert resolve_precision("fp32", CPU) == "fp32"
+
+
+def test_auto_precision_picks_bf16_only_where_native(monkeypatch) -> None:
+    monkeypatch.setattr("trackvision.training.precision.native_bf16", lambda device: True)
+    assert resolve_precision("auto", CPU) == "bf16"
+    monkeypatch.setattr("trackvision.training.precision.native_bf16", lambda device: False)
+    assert resolve_precision("auto", CPU) == "fp32"
+
+
+def test_emulated_bf16_warns(monkeypatch, caplog) -> None:
+    monkeypatch.setattr("trackvision.training.precision.native_bf16", lambda device: False)
+    with caplog.at_level(logging.WARNING, logger="trackvision.training.precision"):
+        assert resolve_precision("bf16", CPU) == "bf16"  # the user's explicit choice stands
+    assert "emulated" in caplog.text and "precision auto" in caplog.text
+
+
+def test_fp16_needs_cuda() -> None:
+    with pytest.raises(TrainingError, match="fp16 needs a CUDA device, not cpu"):
+        resolve_precision("fp16", CPU)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
+def test_fast_dropout_keeps_one_minus_p_and_rescales(p: float) -> None:
+    y = fast_dropout(torch.ones(400_000), p)
+    kept = y != 0
+    # 400k Bernoulli draws: the standard error of the rate is < 0.001.
+    assert abs(kept.float().mean().item() - (1 - p)) < 0.005
+    assert torch.allclose(y[kept], torch.full_like(y[kept], 1 / (1 - p)))
+    # Each of the four 16-bit lanes of a 64-bit draw is an unbiased sample on its own.
+    lanes = kept.view(-1, 4).float().mean(0)
+    assert torch.all((lanes - (1 - p)).abs() < 0.01), lanes
+
+
+def test_fast_dropout_is_seeded_by_torch_and_passes_gradients_through_kept_values() -> None:
+    x = torch.randn(64, 49, 96, requires_grad=True)
+    torch.manual_seed(3)
+    a = fast_dropout(x, 0.2)
+    torch.manual_seed(3)
+    b = fast_dropout(x, 0.2)
+    assert torch.equal(a, b)
+    a.sum().backward()
+    assert torch.equal(x.grad, (a != 0).float() / 0.8)
+    assert fast_dropout(x, 0.0) is x
+    assert not fast_dropout(x, 1.0).any()
+
+
+def test_fast_dropout_is_identity_in_eval() -> None:
+    layer = FastDropout(0.5).eval()
+    x = torch.randn(8, 8)
+    assert torch.equal(layer(x), x)
+
+
+def test_fit_swaps_dropout_and_gives_the_model_back_unchanged() -> None:
+    model = create_model(
+        "vit",
+        num_classes=2,
+        in_chans=1,
+        image_size=16,
+        arch={"dim": 16, "depth": 1, "heads": 2, "patch_size": 4, "dropout": 0.2},
+    )
+    before = [type(m) for m in model.modules()]
+    seen: list[type] = []
+    with cpu_fast_dropout(model):
+        seen = [type(m) for m in model.modules()]
+    assert FastDropout in seen and nn.Dropout in before
+    assert [type(m) for m in model.modules()] == before
+    fit(
+        model,
+        _bright_vs_dark(32, 0),
+        _bright_vs_dark(16, 1),
+        dataclasses.replace(SETTINGS, epochs=1),
+        PRE,
+        CPU,
+    )
+    assert [type(m) for m in model.modules()] == before  # restored after training too
+
+
+def test_channels_last_trains_the_same_model() -> None:
+    """NHWC changes kernels, not the maths: the same run ends within float noise."""
+    runs = [
+        fit(
+            _model(),
+            _bright_vs_dark(64, 0),
+            _bright_vs_dark(32, 1),
+            dataclasses.replace(SETTINGS, epochs=2, channels_last=cl),
+            PRE,
+            CPU,
+        )
+        for cl in (False, True)
+    ]
+    assert runs[1].history[-1]["train_loss"] == pytest.approx(
+        runs[0].history[-1]["train_loss"], abs=1e-4
+    )
+    assert runs[1].best_val_accuracy == runs[0].best_val_accuracy
+    model = _model()
+    fit(
+        model,
+        _bright_vs_dark(32, 0),
+        _bright_vs_dark(16, 1),
+        dataclasses.replace(SETTINGS, epochs=1, channels_last=True),
+        PRE,
+        CPU,
+    )
+    assert all(p.is_contiguous() for p in model.parameters())  # saved in the default layout
