@@ -98,7 +98,7 @@ class TrainSettings:
     shift: int  # online augmentation: max random translation in px (0 = off)
     hflip: bool  # online augmentation: random horizontal flips
     precision: str  # auto (bf16 where the device has it natively, else fp32) | fp32 | bf16 | fp16
-    channels_last: bool  # NHWC memory format: oneDNN's fast convolutions (cnn 2.1x on AVX2)
+    channels_last: bool  # NHWC memory format: oneDNN's fast convolutions (cnn 1.5x on AVX2)
     optimizer: str  # adamw | adam | sgd (momentum 0.9, Nesterov)
     grad_clip: float  # max global L2 norm of the gradients (0 = off)
     finetune: str  # full | linear_probe | gradual (see training/finetune.py)

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from trackvision.errors import TrainingError
+from trackvision.evaluation.footprint import machine
 from trackvision.models.zoo import create_model
 from trackvision.training.dropout import FastDropout, cpu_fast_dropout, fast_dropout
 from trackvision.training.loop import fit
@@ -128,3 +129,11 @@ def test_channels_last_trains_the_same_model() -> None:
         CPU,
     )
     assert all(p.is_contiguous() for p in model.parameters())  # saved in the default layout
+
+
+def test_the_machine_is_described_for_every_benchmark() -> None:
+    info = machine()
+    assert info["cores"] >= 1 and info["torch_threads"] >= 1
+    assert info["isa"] == torch.backends.cpu.get_cpu_capability()
+    assert info["native_bf16"] == native_bf16(CPU)
+    assert isinstance(info["cpu"], str) and info["cpu"]

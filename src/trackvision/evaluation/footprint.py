@@ -54,11 +54,10 @@ def machine() -> dict[str, object]:
                 break
     except OSError:
         pass
+    affinity = getattr(os, "sched_getaffinity", None)  # Linux: the cores this process may use
     return {
         "cpu": name,
-        "cores": len(os.sched_getaffinity(0))
-        if hasattr(os, "sched_getaffinity")
-        else os.cpu_count(),
+        "cores": len(affinity(0)) if affinity else os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "isa": torch.backends.cpu.get_cpu_capability(),
         "native_bf16": native_bf16(torch.device("cpu")),
