@@ -16,8 +16,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +31,7 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
+from trackvision.allocator import tune_allocator
 from trackvision.atomic import write_json
 from trackvision.config import load_config
 from trackvision.data.packed import Split
@@ -74,7 +79,27 @@ def _model(name: str, size: int, channels: int, arch: dict) -> torch.nn.Module:
 
 
 def naive_train(name, size, channels, arch, folder: Path, batch: int, steps: int) -> float:
-    """The plain way: ImageFolder + PIL decode every step, NCHW fp32, default threads."""
+    """The plain way: ImageFolder + PIL decode every step, NCHW fp32, default threads.
+
+    Runs in a fresh process with the environment it would have outside this project: the
+    project's allocator settings (huge pages, a heap that keeps freed blocks) are process-wide
+    and part of the project's path, not the baseline's.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    spec = json.dumps([name, size, channels, arch, str(folder), batch, steps])
+    done = subprocess.run(
+        [sys.executable, __file__, "--naive-child", spec],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"the naive loop failed for {name}:\n{done.stderr[-2000:]}")
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def _naive_train_here(name, size, channels, arch, folder: Path, batch: int, steps: int) -> float:
     mean, std = (0.5,) * channels, (0.5,) * channels
     tf = [transforms.Grayscale()] if channels == 1 else []
     tf += [transforms.ToTensor(), transforms.Normalize(mean, std)]
@@ -130,7 +155,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer images (a smoke run)")
     parser.add_argument("--out", type=Path, default=Path("metrics/bench.json"))
     parser.add_argument("--no-mlflow", action="store_true")
+    parser.add_argument("--naive-child", metavar="JSON", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.naive_child:  # a fresh process for the baseline (see naive_train)
+        name, size, channels, arch, folder, batch, steps = json.loads(args.naive_child)
+        print(_naive_train_here(name, size, channels, arch, Path(folder), batch, steps))
+        return
+    tune_allocator()  # as `trackvision train` does, before the first tensor
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("trackvision").setLevel(logging.WARNING)
     config = load_config(Path("params.yaml"))

@@ -7,6 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
+from trackvision.allocator import tune_allocator
 from trackvision.errors import TrackvisionError
 
 log = logging.getLogger("trackvision")
@@ -82,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Before the first tensor exists, so that huge pages apply to every one (see allocator.py).
+    tune_allocator()
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from trackvision.allocator import tune_allocator
 from trackvision.config import TrainSettings
 from trackvision.data.augment import random_flip_shift
 from trackvision.data.packed import Split
@@ -82,6 +83,7 @@ def fit(
     """
     tracker = tracker or NullTracker()
     world = world or World()
+    tune_allocator()  # freed activations stay in the heap: no page faults every step
     check_supported(world, settings.finetune)
     torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)  # the global batch order
