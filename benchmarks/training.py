@@ -163,7 +163,7 @@ def main() -> None:
         name, size, channels, arch, folder, batch, steps = json.loads(args.naive_child)
         print(_naive_train_here(name, size, channels, arch, Path(folder), batch, steps))
         return
-    tune_allocator()  # as `trackvision train` does, before the first tensor
+    allocator = tune_allocator()  # as `trackvision train` does, before the first tensor
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("trackvision").setLevel(logging.WARNING)
     config = load_config(Path("params.yaml"))
@@ -216,6 +216,7 @@ def main() -> None:
         )
     report = {
         "machine": machine(),
+        "allocator": allocator,  # the project path's; the naive loop runs with the defaults
         "cases": results,
     }
     write_json(args.out, report)
@@ -227,7 +228,9 @@ def main() -> None:
         mlflow.set_tracking_uri(resolve_tracking_uri(config.mlflow.tracking_uri))
         mlflow.set_experiment("benchmarks")
         with mlflow.start_run(run_name="training and inference speed"):
-            mlflow.log_params(report["machine"])
+            mlflow.log_params(
+                {**report["machine"], **{f"allocator.{k}": v for k, v in allocator.items()}}
+            )
             for r in results:
                 key = f"{r['model']}_{r['size']}"
                 mlflow.log_metrics(

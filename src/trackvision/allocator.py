@@ -30,7 +30,7 @@ _tuned: dict[str, bool] | None = None
 
 
 def tune_allocator() -> dict[str, bool]:
-    """Keep freed blocks in the heap and ask for huge pages; idempotent; says what took effect.
+    """Keep freed blocks in the heap and ask for huge pages; idempotent; returns what was set.
 
     Call it before the first tensor is allocated for huge pages to apply (PyTorch reads
     ``THP_MEM_ALLOC_ENABLE`` once, on its first allocation); the heap settings apply from the
