@@ -12,9 +12,8 @@ from tests.conftest import tiny_params
 from trackvision.config import parse_config
 from trackvision.errors import TrackingError
 from trackvision.tracking import RetryingTracker, open_tracker
-from trackvision.training.loop import fit
 
-from .training.test_loop import PRE, SETTINGS, _bright_vs_dark, _model
+from .training.test_loop import SETTINGS, fit_toy
 
 
 class _Store:
@@ -56,15 +55,7 @@ def test_training_survives_an_outage_and_the_run_fails_clearly_at_the_end() -> N
     # so a parameter logged at the start of fit does not shift the outage)
     store.down = lambda n: len(store.recorded) >= 2
     tracker = RetryingTracker(store, "http://mlflow:5000", retries=2, backoff=0.0, retry_every=0)
-    result = fit(
-        _model(),
-        _bright_vs_dark(64, 0),
-        _bright_vs_dark(32, 1),
-        SETTINGS,
-        PRE,
-        torch.device("cpu"),
-        tracker,
-    )
+    result = fit_toy(tracker=tracker)
     assert len(result.history) == SETTINGS.epochs  # training went on to the last epoch
     assert store.recorded == [1, 2]
     with pytest.raises(TrackingError, match=r"http://mlflow:5000.*2 call\(s\) not recorded"):

@@ -16,7 +16,7 @@ from trackvision.training.finetune import classifier, split_parameters
 from trackvision.training.loop import fit
 from trackvision.training.optim import build_optimizer
 
-from .test_loop import PRE, SETTINGS, _bright_vs_dark, _model
+from .test_loop import PRE, SETTINGS, _bright_vs_dark, _model, fit_toy
 
 CPU = torch.device("cpu")
 
@@ -55,7 +55,7 @@ def test_linear_probe_changes_only_the_classifier() -> None:
     model = _model()
     before = _snapshot(model)
     settings = dataclasses.replace(SETTINGS, finetune="linear_probe", epochs=2, weight_decay=0.1)
-    fit(model, _bright_vs_dark(64, 0), _bright_vs_dark(32, 1), settings, PRE, CPU)
+    fit_toy(settings, model=model)
     after = model.state_dict()
     head = _head_keys(model)
     assert head and all(not torch.equal(before[k], after[k]) for k in head)
@@ -70,19 +70,12 @@ def test_gradual_trains_the_head_first_then_the_backbone_at_a_lower_rate() -> No
     settings = dataclasses.replace(SETTINGS, finetune="gradual", head_epochs=1, epochs=1)
     model = _model()
     before = _snapshot(model)
-    fit(model, _bright_vs_dark(64, 0), _bright_vs_dark(32, 1), settings, PRE, CPU)
+    fit_toy(settings, model=model)
     head = _head_keys(model)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items() if k not in head)
 
     model = _model()
-    fit(
-        model,
-        _bright_vs_dark(64, 0),
-        _bright_vs_dark(32, 1),
-        dataclasses.replace(settings, epochs=3),
-        PRE,
-        CPU,
-    )
+    fit_toy(dataclasses.replace(settings, epochs=3), model=model)
     conv = "features.0.weight"
     assert not torch.equal(before[conv], model.state_dict()[conv])
     groups = {g["name"]: g["lr"] for g in build_optimizer(model, settings).param_groups}
@@ -98,7 +91,7 @@ def test_each_optimizer_is_built_and_learns(name, cls) -> None:
         SETTINGS, optimizer=name, lr=0.05 if name == "sgd" else SETTINGS.lr
     )
     assert isinstance(build_optimizer(_model(), settings), cls)
-    result = fit(_model(), _bright_vs_dark(128, 0), _bright_vs_dark(64, 1), settings, PRE, CPU)
+    result = fit_toy(settings, n=128)
     assert result.best_val_accuracy >= 0.85, result.history
 
 

@@ -62,6 +62,19 @@ def _model() -> torch.nn.Module:
     )
 
 
+def fit_toy(
+    settings: TrainSettings = SETTINGS,
+    *,
+    model: torch.nn.Module | None = None,
+    n: int = 64,
+    tracker: NullTracker | None = None,
+):
+    """``fit`` on the bright-vs-dark task: ``n`` training images, ``n // 2`` for validation."""
+    model = model if model is not None else _model()
+    val = _bright_vs_dark(n // 2, 1)
+    return fit(model, _bright_vs_dark(n, 0), val, settings, PRE, torch.device("cpu"), tracker)
+
+
 class _Recorder(NullTracker):
     def __init__(self) -> None:
         self.metrics: list[tuple[int | None, dict]] = []
@@ -76,15 +89,7 @@ class _Recorder(NullTracker):
 
 def test_fit_learns_and_reports_every_epoch() -> None:
     recorder = _Recorder()
-    result = fit(
-        _model(),
-        _bright_vs_dark(128, 0),
-        _bright_vs_dark(64, 1),
-        SETTINGS,
-        PRE,
-        torch.device("cpu"),
-        recorder,
-    )
+    result = fit_toy(n=128, tracker=recorder)
     assert [row["epoch"] for row in result.history] == [1, 2, 3, 4]
     assert result.best_val_accuracy >= 0.9
     assert [step for step, _ in recorder.metrics] == [1, 2, 3, 4]
@@ -95,17 +100,7 @@ def test_fit_learns_and_reports_every_epoch() -> None:
 
 
 def test_same_seed_same_history() -> None:
-    runs = [
-        fit(
-            _model(),
-            _bright_vs_dark(64, 0),
-            _bright_vs_dark(32, 1),
-            SETTINGS,
-            PRE,
-            torch.device("cpu"),
-        )
-        for _ in range(2)
-    ]
+    runs = [fit_toy() for _ in range(2)]
     assert runs[0].history[-1]["val_loss"] == runs[1].history[-1]["val_loss"]
     assert runs[0].history[-1]["train_loss"] == runs[1].history[-1]["train_loss"]
 
@@ -123,14 +118,7 @@ def test_early_stopping_keeps_the_best_epoch() -> None:
 def test_nan_loss_names_epoch_and_step() -> None:
     settings = dataclasses.replace(SETTINGS, lr=1e30)
     with pytest.raises(TrainingError, match=r"at epoch \d+, step \d+"):
-        fit(
-            _model(),
-            _bright_vs_dark(64, 0),
-            _bright_vs_dark(32, 1),
-            settings,
-            PRE,
-            torch.device("cpu"),
-        )
+        fit_toy(settings)
 
 
 def test_warmup_then_cosine() -> None:

@@ -13,10 +13,9 @@ from trackvision.errors import TrainingError
 from trackvision.evaluation.footprint import machine
 from trackvision.models.zoo import create_model
 from trackvision.training.dropout import FastDropout, cpu_fast_dropout, fast_dropout
-from trackvision.training.loop import fit
 from trackvision.training.precision import native_bf16, resolve_precision
 
-from .test_loop import PRE, SETTINGS, _bright_vs_dark, _model
+from .test_loop import SETTINGS, _model, fit_toy
 
 CPU = torch.device("cpu")
 
@@ -91,43 +90,21 @@ def test_fit_swaps_dropout_and_gives_the_model_back_unchanged() -> None:
         seen = [type(m) for m in model.modules()]
     assert FastDropout in seen and nn.Dropout in before
     assert [type(m) for m in model.modules()] == before
-    fit(
-        model,
-        _bright_vs_dark(32, 0),
-        _bright_vs_dark(16, 1),
-        dataclasses.replace(SETTINGS, epochs=1),
-        PRE,
-        CPU,
-    )
+    fit_toy(dataclasses.replace(SETTINGS, epochs=1), model=model, n=32)
     assert [type(m) for m in model.modules()] == before  # restored after training too
 
 
 def test_channels_last_trains_the_same_model() -> None:
     """NHWC changes kernels, not the maths: the same run ends within float noise."""
     runs = [
-        fit(
-            _model(),
-            _bright_vs_dark(64, 0),
-            _bright_vs_dark(32, 1),
-            dataclasses.replace(SETTINGS, epochs=2, channels_last=cl),
-            PRE,
-            CPU,
-        )
-        for cl in (False, True)
+        fit_toy(dataclasses.replace(SETTINGS, epochs=2, channels_last=cl)) for cl in (False, True)
     ]
     assert runs[1].history[-1]["train_loss"] == pytest.approx(
         runs[0].history[-1]["train_loss"], abs=1e-4
     )
     assert runs[1].best_val_accuracy == runs[0].best_val_accuracy
     model = _model()
-    fit(
-        model,
-        _bright_vs_dark(32, 0),
-        _bright_vs_dark(16, 1),
-        dataclasses.replace(SETTINGS, epochs=1, channels_last=True),
-        PRE,
-        CPU,
-    )
+    fit_toy(dataclasses.replace(SETTINGS, epochs=1, channels_last=True), model=model, n=32)
     assert all(p.is_contiguous() for p in model.parameters())  # saved in the default layout
 
 
