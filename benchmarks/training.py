@@ -37,7 +37,7 @@ from trackvision.atomic import write_json
 from trackvision.config import load_config
 from trackvision.data.packed import Split
 from trackvision.data.sources.synthetic_text import generate_image
-from trackvision.evaluation.footprint import cpu_latency_ms, machine
+from trackvision.evaluation.footprint import cpu_latency_ms, machine, median_ms
 from trackvision.models.preprocessing import resolve_preprocessing
 from trackvision.models.zoo import create_model, model_family
 from trackvision.training.loop import fit
@@ -143,13 +143,8 @@ def inference(name, size, channels, arch) -> dict[str, float]:
     latency = cpu_latency_ms(model, one, repeats=20)
     batch = torch.randn(64, channels, size, size)
     with torch.inference_mode():
-        model(batch)
-        times = []
-        for _ in range(3):
-            t0 = time.perf_counter()
-            model(batch)
-            times.append(time.perf_counter() - t0)
-    return {"latency_ms_b1": latency, "images_per_s_b64": 64 / statistics.median(times)}
+        batch_ms = median_ms(lambda: model(batch), repeats=3, warmup=1)
+    return {"latency_ms_b1": latency, "images_per_s_b64": 64 / (batch_ms / 1000)}
 
 
 def main() -> None:
