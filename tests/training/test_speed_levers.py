@@ -70,6 +70,17 @@ def test_fast_dropout_is_seeded_by_torch_and_passes_gradients_through_kept_value
     assert not fast_dropout(x, 1.0).any()
 
 
+def test_fast_dropout_matches_keep_then_scale_bit_for_bit() -> None:
+    """One multiply by a scaled mask gives exactly (x * keep) * scale, forward and backward."""
+    x = torch.randn(64, 49, 97, requires_grad=True)
+    grad = torch.randn(64, 49, 97)
+    y = fast_dropout(x, 0.1)
+    y.backward(grad)
+    keep = y != 0
+    assert torch.equal(y, x.detach() * keep * (1 / 0.9))
+    assert torch.equal(x.grad, grad * (1 / 0.9) * keep)
+
+
 def test_fast_dropout_is_identity_in_eval() -> None:
     layer = FastDropout(0.5).eval()
     x = torch.randn(8, 8)
