@@ -49,7 +49,8 @@ def run_queue(repo: Path, lrs: list[str], models: str, jobs: int) -> float:
             repo,
         )
     start = time.perf_counter()
-    sh(["dvc", "queue", "start", "-j", str(jobs)], repo)
+    # Output not captured: the workers it forks hold inherited pipes open until the queue ends.
+    subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], cwd=repo, check=True)
     while True:
         status = sh(["dvc", "queue", "status"], repo)
         if "Queued" not in status and "Running" not in status:
