@@ -100,20 +100,23 @@ def test_sigkill_during_training_then_repro_resumes_to_the_same_result(
 def test_ctrl_c_saves_marks_the_run_killed_and_exits_non_zero(tmp_path: Path) -> None:
     repo_dir, env = copy_repo(tmp_path / "repo", _slow_tiny)
     _run(["dvc", "repro", "augment"], repo_dir, env)
-    proc = subprocess.Popen(
-        ["trackvision", "train", "--model", "cnn"],
-        cwd=repo_dir,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        # As in a terminal: a runner that starts us in the background (a non-interactive
-        # shell's `cmd &`) passes SIGINT down as ignored, and Python then never sees Ctrl-C.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+    log = tmp_path / "train.log"
+    # A file, not a pipe: nobody reads a pipe while we wait, and a full one would stall training.
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            ["trackvision", "train", "--model", "cnn"],
+            cwd=repo_dir,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            # As in a terminal: a runner that starts us in the background (a non-interactive
+            # shell's `cmd &`) passes SIGINT down as ignored, and Python then never sees Ctrl-C.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
     _wait_for(".trackvision/resume/cnn-*.pt", repo_dir, proc)
     proc.send_signal(signal.SIGINT)
-    output, _ = proc.communicate(timeout=120)
+    proc.wait(timeout=120)
+    output = log.read_text()
     assert proc.returncode == 130, output
     assert "interrupted" in output
     assert list((repo_dir / ".trackvision" / "resume").glob("cnn-*.pt"))
