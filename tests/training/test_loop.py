@@ -14,9 +14,9 @@ from trackvision.data.packed import Split
 from trackvision.errors import TrainingError
 from trackvision.models.preprocessing import Preprocessing
 from trackvision.models.zoo import create_model
-from trackvision.tracking import NullTracker
+from trackvision.tracking import NullTracker, Tracker
 from trackvision.training.checkpoint import ModelCard, load_checkpoint, save_checkpoint
-from trackvision.training.loop import fit
+from trackvision.training.loop import FitResult, fit
 from trackvision.training.optim import warmup_cosine
 
 SETTINGS = TrainSettings(
@@ -67,8 +67,8 @@ def fit_toy(
     *,
     model: torch.nn.Module | None = None,
     n: int = 64,
-    tracker: NullTracker | None = None,
-):
+    tracker: Tracker | None = None,
+) -> FitResult:
     """``fit`` on the bright-vs-dark task: ``n`` training images, ``n // 2`` for validation."""
     model = model if model is not None else _model()
     val = _bright_vs_dark(n // 2, 1)
