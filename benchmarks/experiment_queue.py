@@ -4,7 +4,8 @@ Clones this repository (committed state) into a temporary folder, pulls its data
 default remote (run `dvc push` first), then queues the same 4 experiments twice (`train.lr`
 varied, `train.models` as given) and runs them with `dvc queue start -j 1` and `-j 2`.
 Prints both wall times and their ratio. Usage:
-    python benchmarks/experiment_queue.py [--models cnn] [--out reports/bench_queue.json]
+    python benchmarks/experiment_queue.py [--models cnn] [--timeout 3600]
+        [--out reports/bench_queue.json]
 """
 
 from __future__ import annotations
@@ -25,11 +26,27 @@ log = logging.getLogger("bench")
 REPO = Path(__file__).resolve().parents[1]
 
 
-def sh(args: list[str], cwd: Path) -> str:
-    return subprocess.run(args, cwd=cwd, check=True, capture_output=True, text=True).stdout
+def sh(args: list[str], cwd: Path, hint: str = "") -> str:
+    """Run a command and return its stdout; on failure exit with its stderr (and ``hint``)."""
+    done = subprocess.run(args, cwd=cwd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(
+            f"`{' '.join(args)}` failed (exit {done.returncode}) in {cwd}:\n"
+            f"{done.stderr.strip()[-2000:]}\n{hint}".rstrip()
+        )
+    return done.stdout
 
 
-def run_queue(repo: Path, lrs: list[str], models: str, jobs: int) -> float:
+def worker_logs(repo: Path, lines: int = 20) -> str:
+    """The last lines of each DVC queue worker's log (the clone is deleted when the bench ends)."""
+    tails = []
+    for out in sorted((repo / ".dvc" / "tmp" / "exps" / "celery").glob("*.out")):
+        tail = out.read_text(errors="replace").splitlines()[-lines:]
+        tails.append(f"--- {out.name}\n" + "\n".join(tail))
+    return "\n" + "\n".join(tails) if tails else ""
+
+
+def run_queue(repo: Path, lrs: list[str], models: str, jobs: int, timeout: float) -> float:
     # Each worker's torch gets its share of the cores: two workers each using every core
     # oversubscribe them (measured here: 0.74x, slower than one worker).
     threads = max(1, (os.cpu_count() or 1) // jobs)
@@ -49,13 +66,23 @@ def run_queue(repo: Path, lrs: list[str], models: str, jobs: int) -> float:
             repo,
         )
     start = time.perf_counter()
-    # Output not captured: the workers it forks hold inherited pipes open until the queue ends.
-    subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], cwd=repo, check=True)
-    while True:
-        status = sh(["dvc", "queue", "status"], repo)
-        if "Queued" not in status and "Running" not in status:
-            break
-        time.sleep(2)
+    try:
+        # Output not captured: the workers it forks hold inherited pipes open until the queue ends.
+        subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], cwd=repo, check=True)
+        while True:
+            status = sh(["dvc", "queue", "status"], repo)
+            if "Queued" not in status and "Running" not in status:
+                break
+            if time.perf_counter() - start > timeout:
+                raise SystemExit(
+                    f"the queue ({jobs} worker(s)) did not finish in {timeout:.0f} s "
+                    f"(--timeout):\n{status}{worker_logs(repo)}"
+                )
+            time.sleep(2)
+    except BaseException:
+        # Ctrl-C, a timeout or a failed call must not leave workers training in the background.
+        subprocess.run(["dvc", "queue", "stop", "--kill"], cwd=repo, check=False)
+        raise
     seconds = time.perf_counter() - start
     if "Failed" in status:
         raise SystemExit(f"an experiment failed:\n{status}")
@@ -66,20 +93,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="cnn", help="comma-separated train.models per exp")
     parser.add_argument("--out", type=Path, default=REPO / "reports" / "bench_queue.json")
+    parser.add_argument(
+        "--timeout", type=float, default=3600, help="seconds a queue may run before it is stopped"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "repo"
         sh(["git", "clone", "-q", str(REPO), str(repo)], Path(tmp))
-        sh(["dvc", "pull", "-q"], repo)
+        sh(["dvc", "pull"], repo, hint="The bench pulls its data: run `dvc push` first.")
         # Create the MLflow store before two workers race on its schema migration.
         from mlflow.tracking import MlflowClient
 
         MlflowClient(f"sqlite:///{repo / 'mlflow.db'}").search_experiments()
-        one = run_queue(repo, ["0.002", "0.003", "0.004", "0.005"], args.models, jobs=1)
+        one = run_queue(repo, ["0.002", "0.003", "0.004", "0.005"], args.models, 1, args.timeout)
         log.info("4 experiments, 1 worker: %.0f s", one)
-        two = run_queue(repo, ["0.006", "0.007", "0.008", "0.009"], args.models, jobs=2)
+        two = run_queue(repo, ["0.006", "0.007", "0.008", "0.009"], args.models, 2, args.timeout)
         log.info("4 experiments, 2 workers: %.0f s", two)
     result = {
         "experiments": 4,
