@@ -17,7 +17,6 @@ from pathlib import Path
 from trackvision.atomic import write_json
 from trackvision.data.balance import build_balanced_set
 from trackvision.data.sources.synthetic_text import generate_image
-from trackvision.evaluation.footprint import machine
 
 log = logging.getLogger("bench")
 
@@ -52,6 +51,10 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=64, help="side they are resized to")
     parser.add_argument("--out", type=Path, default=Path("reports/bench_data.json"))
     args = parser.parse_args()
+    # Imported here, not at the top: balance's worker processes are spawned and re-import this
+    # script's top level, and `machine` brings torch (2.6 s a process), which is not the stage's.
+    from trackvision.evaluation.footprint import machine
+
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cores = len(os.sched_getaffinity(0))
     with tempfile.TemporaryDirectory() as tmp:

@@ -62,6 +62,10 @@ def main() -> None:
     parser.add_argument("--flickr", type=int, default=8091)
     parser.add_argument("--out", type=Path, default=Path("reports/bench_text.json"))
     args = parser.parse_args()
+    # Imported here, not at the top: balance's worker processes are spawned and re-import this
+    # script's top level, and `machine` brings torch (2.6 s a process), which is not the stage's.
+    from trackvision.evaluation.footprint import machine
+
     logging.basicConfig(level=logging.WARNING)
     params = yaml.safe_load(Path("params.yaml").read_text())
     with tempfile.TemporaryDirectory() as tmp:
@@ -87,6 +91,7 @@ def main() -> None:
         "download_stage_s": round(t1 - t0, 2),
         "balance_stage_s": round(t2 - t1, 2),
         "total_s": round(t2 - t0, 2),
+        "machine": machine(),
     }
     write_json(args.out, result)
     print(json.dumps(result, indent=2))
