@@ -61,7 +61,7 @@ bench: setup
 	$(BIN)/python benchmarks/text_recognition_build.py
 	$(BIN)/python benchmarks/training.py
 	$(BIN)/python benchmarks/predict.py
-	@echo "benchmarks/experiment_queue.py (about 10 min) needs the outputs pushed: dvc push first"
+	@echo "benchmarks/experiment_queue.py (about 16 min here) needs the outputs pushed: dvc push first"
 
 lint: setup
 	ruff check src tests benchmarks

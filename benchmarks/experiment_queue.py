@@ -4,7 +4,7 @@ Clones this repository (committed state) into a temporary folder, pulls its data
 default remote (run `dvc push` first), then queues the same 4 experiments twice (`train.lr`
 varied, `train.models` as given) and runs them with `dvc queue start -j 1` and `-j 2`.
 Prints both wall times and their ratio. Usage:
-    python benchmarks/experiment_queue.py [--models cnn] [--timeout 3600]
+    python benchmarks/experiment_queue.py [--models cnn] [--timeout 3600] [--poll 10]
         [--out reports/bench_queue.json]
 """
 
