@@ -1,4 +1,4 @@
-"""One tiny `dvc repro` of this repository, shared by the integration tests that only read it."""
+"""One tiny `dvc repro` of this repository, shared by the integration tests; the queue adds runs."""
 
 from __future__ import annotations
 
