@@ -46,6 +46,11 @@ def worker_logs(repo: Path, lines: int = 20) -> str:
     return "\n" + "\n".join(tails) if tails else ""
 
 
+def threads_per_worker(jobs: int) -> int:
+    """Each worker's share of the cores: two workers each using every core oversubscribe them."""
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
 def run_queue(
     repo: Path, lrs: list[str], models: str, jobs: int, timeout: float, poll: float
 ) -> float:
@@ -56,10 +61,7 @@ def run_queue(
     Python process of about 0.6 CPU-s, and every 2 s it took a queued training from 340-390
     (polled every 20 s) to 250-280 images/s on 2 cores.
     """
-    # Each worker's torch gets its share of the cores: two workers each using every core
-    # oversubscribe them.
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    os.environ["OMP_NUM_THREADS"] = str(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads_per_worker(jobs))
     for lr in lrs:
         sh(
             [
@@ -139,7 +141,7 @@ def main() -> None:
         "two_workers_s": round(two, 1),
         "speedup": round(one / two, 2),
         "poll_s": args.poll,
-        "threads_per_worker": {"1": os.cpu_count(), "2": max(1, (os.cpu_count() or 1) // 2)},
+        "threads_per_worker": {str(j): threads_per_worker(j) for j in (1, 2)},
         "machine": machine(),
     }
     log.info("speed-up of 2 workers over 1: %.2fx", result["speedup"])
