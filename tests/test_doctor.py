@@ -16,7 +16,7 @@ from trackvision import doctor, stages
 from trackvision.config import parse_config
 from trackvision.data.sources.synthetic_text import generate_image
 from trackvision.errors import DataError
-from trackvision.evaluation.metrics import bootstrap_f1_interval
+from trackvision.evaluation.confidence import bootstrap_f1_interval
 from trackvision.layout import Layout
 
 

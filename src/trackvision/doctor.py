@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from trackvision import atomic
-from trackvision.evaluation.metrics import wilson_interval
+from trackvision.evaluation.confidence import binomial_cdf, wilson_interval
 
 log = logging.getLogger(__name__)
 
@@ -233,14 +233,12 @@ def check_batch_range(batch: np.ndarray, mean: Sequence[float], std: Sequence[fl
 
 def check_below_chance(y_true: np.ndarray, y_pred: np.ndarray):
     """Accuracy significantly below always answering the majority class (binomial, p < 0.01)."""
-    from scipy.stats import binomtest
-
     n = len(y_true)
     if n == 0:
         return []
     majority = np.bincount(y_true).max() / n
     correct = int((y_true == y_pred).sum())
-    p = binomtest(correct, n, majority, alternative="less").pvalue
+    p = binomial_cdf(correct, n, majority)  # one-sided: P(this few correct | majority rate)
     if p < 0.01:
         return [
             Finding(
