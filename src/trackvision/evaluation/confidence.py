@@ -22,6 +22,16 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     return (max(0.0, (centre - spread) / scale), min(1.0, (centre + spread) / scale))
 
 
+def per_class_f1(cm: np.ndarray) -> np.ndarray:
+    """Each class's F1 from confusion matrices shaped (..., true, predicted); 0 where a class is
+    neither present nor predicted (scikit-learn's ``zero_division=0``)."""
+    tp = np.diagonal(cm, axis1=-2, axis2=-1).astype(float)
+    present_or_predicted = cm.sum(axis=-1) + cm.sum(axis=-2)
+    return np.divide(
+        2 * tp, present_or_predicted, out=np.zeros(tp.shape), where=present_or_predicted > 0
+    )
+
+
 def bootstrap_f1_interval(
     y_true: np.ndarray, y_pred: np.ndarray, n_classes: int, resamples: int = 2000, seed: int = 0
 ) -> tuple[float, float]:
@@ -35,11 +45,7 @@ def bootstrap_f1_interval(
     cm = np.bincount(cells.ravel(), minlength=resamples * n_classes**2).reshape(
         resamples, n_classes, n_classes
     )
-    tp = np.diagonal(cm, axis1=1, axis2=2).astype(float)
-    support, predicted = cm.sum(axis=2), cm.sum(axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        f1 = np.where(support + predicted > 0, 2 * tp / (support + predicted), 0.0)
-    weighted = (f1 * support).sum(axis=1) / n
+    weighted = (per_class_f1(cm) * cm.sum(axis=2)).sum(axis=1) / n
     low, high = np.percentile(weighted, [2.5, 97.5])
     return (float(low), float(high))
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trackvision.evaluation.confidence import bootstrap_f1_interval, wilson_interval
+from trackvision.evaluation.confidence import bootstrap_f1_interval, per_class_f1, wilson_interval
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
@@ -37,7 +37,7 @@ def classification_metrics(
     tp = np.diagonal(cm).astype(float)
     support, predicted = cm.sum(axis=1), cm.sum(axis=0)
     precision, recall = _ratio(tp, predicted), _ratio(tp, support)
-    f1 = _ratio(2 * tp, support + predicted)
+    f1 = per_class_f1(cm)
     n = len(y_true)
     return {
         "n": n,
