@@ -32,7 +32,7 @@ ALLOWED = {
 
 
 @pytest.mark.parametrize("module", sorted(ALLOWED))
-def test_a_stage_imports_only_the_libraries_it_needs(module: str) -> None:
+def test_a_stage_module_imports_only_the_libraries_it_needs(module: str) -> None:
     code = (
         f"import json, sys, trackvision.cli, {module}; "
         f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
