@@ -1,4 +1,4 @@
-"""The training path's speed levers: precision auto, channels_last, the CPU dropout."""
+"""The training path's speed levers: precision auto, channels_last, CPU dropout and attention."""
 
 from __future__ import annotations
 
@@ -7,12 +7,15 @@ import logging
 
 import pytest
 import torch
+from timm.layers.attention import Attention
 from torch import nn
 
 from trackvision.errors import TrainingError
 from trackvision.evaluation.footprint import machine
 from trackvision.models.zoo import create_model
-from trackvision.training.dropout import FastDropout, cpu_fast_dropout, fast_dropout
+from trackvision.training import attention
+from trackvision.training.attention import FastAttention, cpu_fast_attention
+from trackvision.training.dropout import _LEVELS, FastDropout, cpu_fast_dropout, fast_dropout
 from trackvision.training.precision import native_bf16, resolve_precision
 
 from .test_loop import SETTINGS, _model, fit_toy
@@ -81,6 +84,18 @@ def test_fast_dropout_matches_keep_then_scale_bit_for_bit() -> None:
     assert torch.equal(x.grad, grad * (1 / 0.9) * keep)
 
 
+@pytest.mark.parametrize("p", [1e-6, 0.1, 0.5, 1 - 2e-5, 1 - 1e-6])
+def test_fast_dropout_keeps_exactly_the_lanes_at_or_above_the_threshold(p: float) -> None:
+    """The int16 sub-clamp-add mask equals the plain comparison, even at the extreme thresholds."""
+    x = torch.ones(64, 49, 97)
+    torch.manual_seed(5)
+    y = fast_dropout(x, p)
+    torch.manual_seed(5)  # the same draw, compared the plain way
+    words = torch.empty((x.numel() + 3) // 4, dtype=torch.int64).random_()
+    lanes = words.view(torch.int16)[: x.numel()].view(x.shape) & (_LEVELS - 1)
+    assert torch.equal(y != 0, lanes.int() >= round(p * _LEVELS))
+
+
 def test_fast_dropout_is_identity_in_eval() -> None:
     layer = FastDropout(0.5).eval()
     x = torch.randn(8, 8)
@@ -103,6 +118,65 @@ def test_fit_swaps_dropout_and_gives_the_model_back_unchanged() -> None:
     assert [type(m) for m in model.modules()] == before
     fit_toy(dataclasses.replace(SETTINGS, epochs=1), model=model, n=32)
     assert [type(m) for m in model.modules()] == before  # restored after training too
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"qk_norm": True, "norm_layer": nn.LayerNorm},
+        {"gated": True, "scale_norm": True, "norm_layer": nn.LayerNorm},
+    ],
+    ids=["plain", "qk_norm", "gated_scale_norm"],
+)
+def test_fast_attention_matches_timms_bit_for_bit(options: dict) -> None:
+    """Outputs and every gradient equal timm's own forward and backward, to the bit."""
+    torch.manual_seed(0)
+    layer = Attention(96, num_heads=4, qkv_bias=True, **options)
+    x = torch.randn(8, 49, 96, requires_grad=True)
+    grad = torch.randn(8, 49, 96)
+
+    def run() -> list[torch.Tensor]:
+        x.grad = None
+        layer.zero_grad()
+        out = layer(x)
+        out.backward(grad)
+        return [out.detach(), x.grad, *(p.grad for p in layer.parameters())]
+
+    reference = run()
+    with cpu_fast_attention(layer):
+        assert type(layer) is FastAttention
+        fast = run()
+    assert type(layer) is Attention
+    assert len(fast) == len(reference)
+    for a, b in zip(reference, fast, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_split_heads_gives_an_unused_head_a_zero_gradient() -> None:
+    qkv = torch.randn(2, 5, 3 * 2 * 4, requires_grad=True)
+    q, _, v = attention._SplitHeads.apply(qkv, 2)
+    assert q.shape == (2, 2, 5, 4) and torch.equal(v[1, 1, 3], qkv[1, 3, 2 * 8 + 4 :].detach())
+    v.sum().backward()
+    grad = qkv.grad.view(2, 5, 3, 2, 4)
+    assert torch.equal(grad[:, :, 2], torch.ones(2, 5, 2, 4)) and not grad[:, :, :2].any()
+
+
+def test_fit_trains_through_the_fast_attention_and_gives_timms_back(monkeypatch) -> None:
+    model = create_model(
+        "vit",
+        num_classes=2,
+        in_chans=1,
+        image_size=16,
+        arch={"dim": 16, "depth": 2, "heads": 2, "patch_size": 4, "dropout": 0.2},
+    )
+    calls = []
+    split = attention._SplitHeads.apply
+    monkeypatch.setattr(attention._SplitHeads, "apply", lambda *a: calls.append(1) or split(*a))
+    fit_toy(dataclasses.replace(SETTINGS, epochs=1), model=model, n=32)
+    assert calls  # the training steps went through it
+    assert sum(type(m) is Attention for m in model.modules()) == 2
+    assert not any(isinstance(m, FastAttention) for m in model.modules())
 
 
 def test_channels_last_trains_the_same_model() -> None:
