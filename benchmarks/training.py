@@ -194,6 +194,9 @@ def main() -> None:
             "project_train_images_per_s": round(project, 1),
             "speedup": round(project / naive, 2),
             "passes": repeats,
+            # every pass, so the noise behind a median is on record
+            "naive_passes": [round(v, 1) for v in naives],
+            "project_passes": [round(v, 1) for v in projects],
             **{k: round(v, 2) for k, v in inference(name, size, channels, spec.arch).items()},
         }
         results.append(row)
