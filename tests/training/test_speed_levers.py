@@ -102,14 +102,13 @@ def test_fast_dropout_is_identity_in_eval() -> None:
     assert torch.equal(layer(x), x)
 
 
+def _tiny_vit(depth: int) -> nn.Module:
+    arch = {"dim": 16, "depth": depth, "heads": 2, "patch_size": 4, "dropout": 0.2}
+    return create_model("vit", num_classes=2, in_chans=1, image_size=16, arch=arch)
+
+
 def test_fit_swaps_dropout_and_gives_the_model_back_unchanged() -> None:
-    model = create_model(
-        "vit",
-        num_classes=2,
-        in_chans=1,
-        image_size=16,
-        arch={"dim": 16, "depth": 1, "heads": 2, "patch_size": 4, "dropout": 0.2},
-    )
+    model = _tiny_vit(depth=1)
     before = [type(m) for m in model.modules()]
     seen: list[type] = []
     with cpu_fast_dropout(model):
@@ -163,13 +162,7 @@ def test_split_heads_gives_an_unused_head_a_zero_gradient() -> None:
 
 
 def test_fit_trains_through_the_fast_attention_and_gives_timms_back(monkeypatch) -> None:
-    model = create_model(
-        "vit",
-        num_classes=2,
-        in_chans=1,
-        image_size=16,
-        arch={"dim": 16, "depth": 2, "heads": 2, "patch_size": 4, "dropout": 0.2},
-    )
+    model = _tiny_vit(depth=2)
     calls = []
     split = attention._SplitHeads.apply
     monkeypatch.setattr(attention._SplitHeads, "apply", lambda *a: calls.append(1) or split(*a))
