@@ -6,7 +6,7 @@ For each case (model, input size, channels) it measures, on this machine:
   (``precision: auto`` resolved for this CPU), against a naive loop written the plain way:
   torchvision ``ImageFolder`` decoding JPEGs with PIL every step, ``ToTensor`` + ``Normalize``,
   NCHW fp32, default threads, the C library's default allocator (in a fresh process);
-  the 28-px cases alternate three passes of each and compare medians;
+  the 28-px cases alternate ``--passes`` passes of each and compare medians;
 - inference latency per image (batch 1, median) and throughput (batch 64) on the CPU.
 Prints the ratios and writes ``metrics/bench.json`` (and an MLflow run in experiment
 ``benchmarks``, unless ``--no-mlflow``). Usage:
@@ -54,7 +54,6 @@ CASES = [
     ("tf_efficientnet_lite0", 128, 3),
     ("tf_efficientnet_lite0", 224, 3),
 ]
-SMALL_CASE_REPEATS = 3  # passes of each loop for the 28-px cases (median taken)
 
 
 def _images(n: int, size: int, channels: int) -> tuple[np.ndarray, np.ndarray]:
@@ -152,8 +151,17 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer images (a smoke run)")
     parser.add_argument("--out", type=Path, default=Path("metrics/bench.json"))
     parser.add_argument("--no-mlflow", action="store_true")
+    parser.add_argument(
+        "--passes",
+        type=int,
+        default=5,
+        help="alternating passes of each loop for the 28-px cases, median taken (default 5: "
+        "the 28-px ratios swung 1.33x-1.76x between single runs of three on a busy host)",
+    )
     parser.add_argument("--naive-child", metavar="JSON", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.passes < 1:
+        parser.error(f"--passes must be at least 1, got {args.passes}")
     if args.naive_child:  # a fresh process for the baseline (see naive_train)
         name, size, channels, arch, folder, batch, steps = json.loads(args.naive_child)
         print(_naive_train_here(name, size, channels, arch, Path(folder), batch, steps))
@@ -170,7 +178,7 @@ def main() -> None:
         images, labels = _images(n, size, channels)
         # Small cases finish in seconds, so one pass is at the mercy of a noisy neighbour:
         # alternate naive and project passes and compare medians.
-        repeats = 1 if args.quick or size >= 128 else SMALL_CASE_REPEATS
+        repeats = 1 if args.quick or size >= 128 else args.passes
         naives, projects = [], []
         with tempfile.TemporaryDirectory() as tmp:
             _write_folder(Path(tmp), images, labels)
