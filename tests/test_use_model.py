@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -94,7 +95,7 @@ def test_predict_decodes_files_exactly_as_training_did(trained) -> None:
     by_file = [p.probabilities for p in predict(classifier, paths, batch_size=8, workers=1)]
     test = read_split(layout.balanced, "test")
     with torch.no_grad():
-        packed = classifier(torch.from_numpy(np.asarray(test.images).transpose(0, 3, 1, 2)))
+        packed = classifier(torch.from_numpy(np.array(test.images).transpose(0, 3, 1, 2)))
     np.testing.assert_allclose(np.asarray(by_file), packed.numpy(), atol=1e-6)
 
 
@@ -124,7 +125,12 @@ def test_export_matches_pytorch_and_is_recorded_in_mlflow(trained, tmp_path, fmt
 
     config, layout = trained
     out = tmp_path / f"cnn.{fmt}"
-    result = export_command(str(layout.model_dir("cnn")), fmt, out, layout.root, config)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = export_command(str(layout.model_dir("cnn")), fmt, out, layout.root, config)
+    # A user's terminal gets log lines, not torch.jit's tracer and deprecation warnings.
+    noise = [w for w in caught if issubclass(w.category, (torch.jit.TracerWarning, FutureWarning))]
+    assert not noise, [str(w.message) for w in noise]
     assert out.is_file() and result.size_mb == pytest.approx(out.stat().st_size / 1e6, abs=1e-3)
     assert result.max_abs_diff <= 1e-4 and result.latency_ms > 0
 

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,9 +58,28 @@ def _onnx(classifier: PackagedClassifier, example: torch.Tensor, out: Path) -> N
     program.save(str(out))
 
 
+@contextmanager
+def _torch_jit_quietly() -> Iterator[None]:
+    """Silence torch.jit's per-call deprecation and tracer warnings; say it once in the log.
+
+    The tracer warns that the input-size check and mean/std become constants: that is the
+    export's contract (H = W = the decode size), and the traced file is checked against
+    PyTorch before it is kept.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", r"`torch\.jit\.\w+` is deprecated", FutureWarning)
+        yield
+
+
 def _torchscript(classifier: PackagedClassifier, example: torch.Tensor, out: Path) -> None:
-    traced = torch.jit.trace(classifier, example, check_trace=False)
-    torch.jit.save(traced, str(out))
+    log.warning(
+        "TorchScript (torch.jit) is deprecated in PyTorch %s; --format onnx is the maintained path",
+        torch.__version__.split("+")[0],
+    )
+    with _torch_jit_quietly():
+        traced = torch.jit.trace(classifier, example, check_trace=False)
+        torch.jit.save(traced, str(out))
 
 
 def _runner(fmt: str, path: Path):
@@ -66,7 +88,8 @@ def _runner(fmt: str, path: Path):
 
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         return lambda x: session.run(None, {"images": x})[0]
-    module = torch.jit.load(str(path)).eval()
+    with _torch_jit_quietly():
+        module = torch.jit.load(str(path)).eval()
 
     def run(x: np.ndarray) -> np.ndarray:
         with torch.no_grad():
