@@ -93,7 +93,9 @@ def _packaged(seed: int):
     return PackagedClassifier(net, pre, ["no_text", "text"], channels=3, decode_size=12).eval()
 
 
-def test_each_evaluated_run_becomes_a_version_and_champion_follows_the_best(tmp_path) -> None:
+def test_each_evaluated_run_becomes_a_version_and_champion_follows_the_best(
+    tmp_path, monkeypatch
+) -> None:
     import mlflow
     import numpy as np
 
@@ -120,6 +122,8 @@ def test_each_evaluated_run_becomes_a_version_and_champion_follows_the_best(tmp_
     # Best accuracy 0.90, first reached by version 2; the later tie does not move it.
     assert int(champion.version) == 2 and champion.tags["model_name"] == "m1"
 
+    # Logged as torch.export's pt2: MLflow checks the archive holds no pickle before it loads.
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
     loaded = mlflow.pyfunc.load_model("models:/synthetic_text-classifier@champion")
     probs = np.asarray(loaded.predict(images))
     assert probs.shape == (4, 2)
@@ -127,6 +131,41 @@ def test_each_evaluated_run_becomes_a_version_and_champion_follows_the_best(tmp_
     with torch.no_grad():
         expected = models[1](torch.from_numpy(images)).numpy()
     np.testing.assert_allclose(probs, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_model_torch_export_cannot_trace_is_logged_as_a_pickle_with_a_warning(
+    tmp_path, monkeypatch, caplog
+) -> None:
+    import mlflow
+    import numpy as np
+
+    from trackvision.tracking import MlflowTracker
+
+    def untraceable(*args, **kwargs):
+        raise RuntimeError("data-dependent control flow")
+
+    monkeypatch.setattr(torch.export, "export", untraceable)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    images = np.random.default_rng(0).integers(0, 256, (2, 3, 12, 12), dtype=np.uint8)
+    tracker = MlflowTracker(tracking_uri=uri, experiment="synthetic_text", run_name="pickled")
+    tracker.log_model(_packaged(0), images)
+    tracker.close()
+    assert "torch.export could not trace PackagedClassifier" in caplog.text
+    assert "data-dependent control flow" in caplog.text
+    client = mlflow.tracking.MlflowClient(uri)
+    exp_id = client.get_experiment_by_name("synthetic_text").experiment_id
+    logged = client.search_logged_models([exp_id], f"source_run_id = '{tracker.run_id}'")
+    newest = max(logged, key=lambda m: m.creation_timestamp)
+    loaded = mlflow.pyfunc.load_model(f"models:/{newest.model_id}")
+    with torch.no_grad():
+        expected = _packaged(0)(torch.from_numpy(images)).numpy()
+    np.testing.assert_allclose(np.asarray(loaded.predict(images)), expected, rtol=1e-5, atol=1e-6)
+    # Without the checkpoint files beside it, the project's own loader refuses (no unpickling).
+    from trackvision.errors import DataError
+    from trackvision.models.packaged import load_packaged
+
+    with pytest.raises(DataError, match=r"holds no model\.safetensors"):
+        load_packaged(f"models:/{newest.model_id}", uri)
 
 
 def test_registered_model_name_may_only_use_source(params) -> None:

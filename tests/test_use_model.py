@@ -99,6 +99,32 @@ def test_predict_decodes_files_exactly_as_training_did(trained) -> None:
     np.testing.assert_allclose(np.asarray(by_file), packed.numpy(), atol=1e-6)
 
 
+def test_the_champion_in_mlflow_predicts_like_the_local_model_without_unpickling(
+    trained, tmp_path, monkeypatch
+) -> None:
+    """`--model models:/...@champion`, found through params.yaml's tracking_uri, is rebuilt from
+    the safetensors files logged beside MLflow's graph; no loader that unpickles is touched."""
+    _config, layout = trained
+    # Elsewhere than the project, so the default store (./mlflow.db) would be the wrong one.
+    (tmp_path / "params.yaml").write_text((layout.root / "params.yaml").read_text())
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded with an unpickling loader")
+
+    monkeypatch.setattr(torch, "load", refuse)
+    monkeypatch.setattr(torch.export, "load", refuse)
+    photos = layout.raw("synthetic_text")
+    out_local, out_logged = tmp_path / "local.csv", tmp_path / "logged.csv"
+    local_ref = str(layout.model_dir("cnn"))
+    assert run(["predict", str(photos), "--model", local_ref, "--out", str(out_local)]) == 0
+    champion = "models:/synthetic_text-classifier@champion"
+    assert run(["predict", str(photos), "--model", champion, "--out", str(out_logged)]) == 0
+    local, logged = (list(csv.DictReader(p.open())) for p in (out_local, out_logged))
+    assert len(local) > 10 and logged == local
+
+
 def test_predict_errors_are_one_clear_line(trained, tmp_path, caplog, monkeypatch) -> None:
     _config, layout = trained
     monkeypatch.chdir(tmp_path)  # no models/ here: inputs are checked before a model is looked for

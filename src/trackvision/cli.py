@@ -167,7 +167,10 @@ def run(argv: list[str] | None = None) -> int:
 
 def _use_model(args: argparse.Namespace) -> int:
     """predict and export: they work on a trained model, with or without a params.yaml."""
+    from trackvision.config import load_config
+
     root = Path.cwd()
+    config = load_config(args.params, check_models=False) if args.params.is_file() else None
     if args.stage == "predict":
         from trackvision.predict import predict_gallery
 
@@ -179,12 +182,11 @@ def _use_model(args: argparse.Namespace) -> int:
             args.threshold,
             args.batch_size,
             args.workers,
+            tracking_uri=config.mlflow.tracking_uri if config else "",
         )
         return 0
-    from trackvision.config import load_config
     from trackvision.export import export_command
 
-    config = load_config(args.params, check_models=False) if args.params.is_file() else None
     export_command(args.model, args.format, args.out, root, config)
     return 0
 

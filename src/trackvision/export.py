@@ -164,7 +164,7 @@ def export_command(
     from trackvision.models.packaged import load_packaged
 
     _check_format(fmt)
-    classifier = load_packaged(model_ref)
+    classifier = load_packaged(model_ref, config.mlflow.tracking_uri if config else "")
     name = "model" if ":/" in model_ref else Path(model_ref).name  # models:/... or runs:/...
     out = out or root / "exports" / f"{name}{SUFFIX[fmt]}"
     out.parent.mkdir(parents=True, exist_ok=True)

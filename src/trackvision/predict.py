@@ -180,17 +180,19 @@ def predict_gallery(
     threshold: float = 0.7,
     batch_size: int = 64,
     workers: int = 1,
+    tracking_uri: str = "",
 ) -> dict[str, object]:
     """``trackvision predict``: classify, write the CSV, optionally copy into class folders.
 
-    ``model_ref`` None: the local model with the best test accuracy (``best_local_model``)."""
+    ``model_ref`` None: the local model with the best test accuracy (``best_local_model``);
+    ``tracking_uri``: where a ``models:/`` reference is looked up (see ``load_packaged``)."""
     if not 0.0 <= threshold <= 1.0:
         raise DataError(f"--threshold: expected a probability in [0, 1], got {threshold}")
     paths = find_images(inputs)
     if not paths:
         raise DataError(f"{', '.join(map(str, inputs))}: no image files found")
     model_ref = model_ref or str(best_local_model(Path.cwd()))
-    classifier = load_packaged(model_ref)
+    classifier = load_packaged(model_ref, tracking_uri)
     log.info("predict: %d images with %s (classes %s)", len(paths), model_ref, classifier.classes)
     start = time.perf_counter()
     predictions = list(predict(classifier, paths, batch_size, workers))

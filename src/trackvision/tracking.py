@@ -39,7 +39,9 @@ class Tracker(Protocol):
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None: ...
     def set_tags(self, tags: Mapping[str, str]) -> None: ...
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None: ...
-    def log_model(self, model: nn.Module, input_example: np.ndarray) -> None: ...
+    def log_model(
+        self, model: nn.Module, input_example: np.ndarray, checkpoint_dir: Path | None = None
+    ) -> None: ...
     def register_model(self, name: str, tags: Mapping[str, str], rank_by: str) -> None: ...
     def close(self, status: str = "FINISHED") -> None: ...
 
@@ -61,7 +63,9 @@ class NullTracker:
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         pass
 
-    def log_model(self, model: nn.Module, input_example: np.ndarray) -> None:
+    def log_model(
+        self, model: nn.Module, input_example: np.ndarray, checkpoint_dir: Path | None = None
+    ) -> None:
         pass
 
     def register_model(self, name: str, tags: Mapping[str, str], rank_by: str) -> None:
@@ -262,23 +266,52 @@ class MlflowTracker:
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         self._mlflow.log_artifact(str(path), artifact_path=artifact_path)
 
-    def log_model(self, model: nn.Module, input_example: np.ndarray) -> None:
+    def log_model(
+        self, model: nn.Module, input_example: np.ndarray, checkpoint_dir: Path | None = None
+    ) -> None:
+        """The model as MLflow's PyTorch flavour, in torch.export's ``pt2`` format, which
+        MLflow loads without unpickling; ``checkpoint_dir``'s safetensors + JSON files ride
+        along (``extra_files``) so the project reloads the model as it was trained."""
         import mlflow.pytorch
         import torch
+        from mlflow.exceptions import MlflowException
         from mlflow.models import infer_signature
+
+        from trackvision.training.checkpoint import CHECKPOINT_FILES
 
         model = model.eval()
         with torch.no_grad():
             output = model(torch.from_numpy(input_example)).numpy()
-        mlflow.pytorch.log_model(
-            model,
-            name="model",
-            signature=infer_signature(input_example, output),
-            input_example=input_example,
+        logged = {
+            "name": "model",
+            "signature": infer_signature(input_example, output),
+            "input_example": input_example,
             # Given explicitly: inferring them would load the model in a subprocess (slow).
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "timm", "trackvision"],
-            serialization_format="pickle",
-        )
+            "pip_requirements": [
+                f"torch=={torch.__version__.split('+')[0]}",
+                "timm",
+                "trackvision",
+            ],
+            "extra_files": (
+                [str(checkpoint_dir / name) for name in CHECKPOINT_FILES]
+                if checkpoint_dir is not None
+                else None
+            ),
+        }
+        try:
+            mlflow.pytorch.log_model(model, serialization_format="pt2", **logged)
+        except (MlflowException, OSError, ConnectionError):
+            raise  # the store's trouble: the retrying wrapper deals with it
+        except Exception as exc:  # torch.export could not trace this architecture
+            log.warning(
+                "torch.export could not trace %s (%s: %s); logged it as a pickle instead, "
+                "which mlflow.pytorch.load_model unpickles (trackvision predict/export load its "
+                "safetensors files and do not)",
+                type(model).__name__,
+                type(exc).__name__,
+                str(exc).splitlines()[0] if str(exc) else "",
+            )
+            mlflow.pytorch.log_model(model, serialization_format="pickle", **logged)
 
     def register_model(self, name: str, tags: Mapping[str, str], rank_by: str) -> None:
         """This run's logged model becomes a new version of ``name``; ``champion`` moves to the
@@ -384,8 +417,10 @@ class RetryingTracker:
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         self._call("log_artifact", path, artifact_path)
 
-    def log_model(self, model: nn.Module, input_example: np.ndarray) -> None:
-        self._call("log_model", model, input_example)
+    def log_model(
+        self, model: nn.Module, input_example: np.ndarray, checkpoint_dir: Path | None = None
+    ) -> None:
+        self._call("log_model", model, input_example, checkpoint_dir)
 
     def register_model(self, name: str, tags: Mapping[str, str], rank_by: str) -> None:
         self._call("register_model", name, dict(tags), rank_by)

@@ -116,6 +116,7 @@ def test_champion_is_the_best_registered_version_and_predicts_raw_images(
     import numpy as np
 
     from trackvision.data.packed import read_split
+    from trackvision.tracking import use_tracking_uri
 
     repo_dir, _ = pipeline
     client = _client(repo_dir)
@@ -126,7 +127,10 @@ def test_champion_is_the_best_registered_version_and_predicts_raw_images(
     best = max(float(v.tags["test_accuracy"]) for v in versions)
     assert float(champion.tags["test_accuracy"]) == best
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{repo_dir / 'mlflow.db'}")
+    # Not MLFLOW_TRACKING_URI: a URI set in this process by an earlier test would win over it
+    # and `@champion` would resolve in that test's store.
+    use_tracking_uri(f"sqlite:///{repo_dir / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")  # pt2: none needed
     model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
     test = read_split(repo_dir / "data" / "balanced", "test")
     images = np.ascontiguousarray(np.asarray(test.images).transpose(0, 3, 1, 2))

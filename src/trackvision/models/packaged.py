@@ -1,12 +1,14 @@
 """A trained network with its preprocessing and class names: raw images in, probabilities out.
 
-This is what MLflow stores as "the model" (and what ``models:/<name>@champion`` loads), what
+This is what MLflow stores as "the model" (a torch.export graph, with the checkpoint's safetensors
+and JSON files beside it: what ``models:/<name>@champion`` loads), what
 ``trackvision predict`` runs and what ``trackvision export`` writes, so a consumer never has to
 know the mean/std/size the network was trained with.
 """
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import torch
@@ -42,29 +44,47 @@ class PackagedClassifier(nn.Module):
         return self.model(self.preprocess(images)).float().softmax(dim=-1)
 
 
-def load_packaged(ref: str) -> PackagedClassifier:
-    """A trained model from a folder (``models/<name>/``, no unpickling) or an MLflow model URI
-    (``models:/<name>@champion``, ``runs:/<id>/model``: MLflow unpickles it; trust the store)."""
+def load_packaged(ref: str, tracking_uri: str = "") -> PackagedClassifier:
+    """A trained model from a folder (``models/<name>/``) or an MLflow model URI
+    (``models:/<name>@champion``, ``runs:/<id>/model``); neither way unpickles anything.
+
+    ``tracking_uri``: params.yaml's ``mlflow.tracking_uri`` (MLFLOW_TRACKING_URI overrides it).
+    """
     if ref.startswith(("models:/", "runs:/")):
-        import mlflow.pytorch
-
-        from trackvision.tracking import resolve_tracking_uri, use_tracking_uri
-
-        use_tracking_uri(resolve_tracking_uri())
-        try:
-            model = mlflow.pytorch.load_model(ref, map_location="cpu")
-        except Exception as exc:  # MLflow raises its own exception types for missing models
-            raise DataError(f"--model {ref}: not loadable from the tracking store: {exc}") from None
-        if not isinstance(model, PackagedClassifier):
-            raise DataError(f"--model {ref}: not a model this project logged ({type(model)})")
-        return model.eval()
-    from trackvision.training.checkpoint import load_checkpoint
-
+        return _load_logged(ref, tracking_uri)
     model_dir = Path(ref)
     if not model_dir.is_dir():
         raise DataError(
             f"--model {ref}: no such folder; give models/<name>/ or models:/<name>@champion"
         )
-    network, card, preprocess = load_checkpoint(model_dir)
+    return _from_checkpoint(model_dir)
+
+
+def _from_checkpoint(directory: Path) -> PackagedClassifier:
+    from trackvision.training.checkpoint import load_checkpoint
+
+    network, card, preprocess = load_checkpoint(directory)
     decode_size = card.decode_size or preprocess.input_size[1]
     return PackagedClassifier(network, preprocess, card.classes, card.in_chans, decode_size).eval()
+
+
+def _load_logged(ref: str, tracking_uri: str) -> PackagedClassifier:
+    """Rebuild a model MLflow stores from the checkpoint files the project logs beside it."""
+    import mlflow.artifacts
+
+    from trackvision.tracking import resolve_tracking_uri, use_tracking_uri
+
+    use_tracking_uri(resolve_tracking_uri(tracking_uri))
+    with tempfile.TemporaryDirectory(prefix="trackvision-model-") as tmp:
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=ref, dst_path=tmp))
+        except Exception as exc:  # MLflow raises its own exception types for missing models
+            raise DataError(f"--model {ref}: not loadable from the tracking store: {exc}") from None
+        files = local / "extra_files"
+        if not (files / "model.safetensors").is_file():
+            raise DataError(
+                f"--model {ref}: holds no model.safetensors (models logged before trackvision "
+                "kept its checkpoint files in MLflow are pickles, which this command does not "
+                "load); retrain it, or give the local folder models/<name>/"
+            )
+        return _from_checkpoint(files)

@@ -214,7 +214,9 @@ def _train(
             packaged = PackagedClassifier(
                 model.cpu(), preprocess, classes, channels, config.data.image_size
             )
-            tracker.log_model(packaged, to_nchw(val_split.images[:2]).numpy())
+            tracker.log_model(
+                packaged, to_nchw(val_split.images[:2]).numpy(), layout.model_dir(model_name)
+            )
     doctor.report(f"train {model_name}", findings)
     resume.clear()  # the outputs are written: nothing left to resume
     log.info(

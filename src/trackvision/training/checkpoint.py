@@ -23,6 +23,9 @@ from trackvision.models.zoo import create_model
 
 log = logging.getLogger(__name__)
 
+# Everything load_checkpoint reads; MLflow's logged model carries the same files.
+CHECKPOINT_FILES = ("model.safetensors", "model.json", "preprocessing.json")
+
 
 @dataclass(frozen=True)
 class ModelCard:
@@ -55,7 +58,7 @@ def save_checkpoint(
 def load_checkpoint(directory: Path) -> tuple[nn.Module, ModelCard, Preprocessing]:
     """Rebuild the model saved in ``directory`` with its weights, in eval mode."""
     weights = directory / "model.safetensors"
-    for path in (weights, directory / "model.json", directory / "preprocessing.json"):
+    for path in (directory / name for name in CHECKPOINT_FILES):
         if not path.is_file():
             raise DataError(f"{path}: missing; train the model first (dvc repro train)")
     card = ModelCard(**json.loads((directory / "model.json").read_text(encoding="utf-8")))
