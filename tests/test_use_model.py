@@ -173,7 +173,10 @@ def test_export_matches_pytorch_and_is_recorded_in_mlflow(trained, tmp_path, fmt
         session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
         got = session.run(None, {"images": val})[0]
     else:
-        got = torch.jit.load(str(out))(torch.from_numpy(val)).detach().numpy()
+        # The user's own loader, as TorchScript users call it; its deprecation is expected.
+        with pytest.warns(FutureWarning, match="torch.jit.load"):
+            module = torch.jit.load(str(out))
+        got = module(torch.from_numpy(val)).detach().numpy()
     np.testing.assert_allclose(got, expected, atol=1e-4)
 
     run_id = json.loads((layout.model_dir("cnn") / "train.json").read_text())["mlflow_run_id"]
