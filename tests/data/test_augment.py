@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
+import torch.nn.functional as F
 
 from trackvision.config import AugmentSettings
 from trackvision.data.augment import augment_split, random_flip_shift
@@ -49,3 +51,30 @@ def test_online_flip_shift_keeps_shape_and_is_seeded() -> None:
     b = random_flip_shift(x, torch.Generator().manual_seed(0), max_shift=3)
     assert a.shape == x.shape and torch.equal(a, b)
     assert not torch.equal(a, x)
+
+
+def _flip_shift_by_hand(
+    x: torch.Tensor, generator: torch.Generator, max_shift: int, flip: bool
+) -> torch.Tensor:
+    """The plain way, image by image: flip, pad with the edge pixels, slice a window."""
+    n, _, h, w = x.shape
+    if flip:
+        mask = torch.rand(n, generator=generator) < 0.5
+        x = torch.where(mask[:, None, None, None], x.flip(3), x)
+    if max_shift == 0:
+        return x
+    padded = F.pad(x, (max_shift,) * 4, mode="replicate")
+    offsets = torch.randint(0, 2 * max_shift + 1, (n, 2), generator=generator).tolist()
+    return torch.stack(
+        [padded[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(offsets)]
+    )
+
+
+@pytest.mark.parametrize("shape", [(16, 1, 28, 28), (8, 3, 9, 13), (4, 2, 3, 3)])
+@pytest.mark.parametrize("max_shift", [0, 1, 4])
+@pytest.mark.parametrize("flip", [True, False])
+def test_online_flip_shift_equals_pad_and_slice_image_by_image(shape, max_shift, flip) -> None:
+    x = torch.randn(*shape)
+    got = random_flip_shift(x, torch.Generator().manual_seed(5), max_shift, flip=flip)
+    expected = _flip_shift_by_hand(x, torch.Generator().manual_seed(5), max_shift, flip)
+    assert torch.equal(got, expected)  # same draws, same pixels: training is unchanged

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torchvision.transforms import v2
 from tqdm import tqdm
 
@@ -55,15 +54,24 @@ def augment_split(split: Split, settings: AugmentSettings) -> Split:
 def random_flip_shift(
     x: torch.Tensor, generator: torch.Generator, max_shift: int, flip: bool = True
 ) -> torch.Tensor:
-    """Online augmentation on a float NCHW batch: random horizontal flips and translations."""
-    n, _, h, w = x.shape
-    if flip:
-        mask = torch.rand(n, generator=generator) < 0.5
-        x = torch.where(mask[:, None, None, None].to(x.device), x.flip(3), x)
-    if max_shift > 0:
-        padded = F.pad(x, (max_shift,) * 4, mode="replicate")
-        offsets = torch.randint(0, 2 * max_shift + 1, (n, 2), generator=generator).tolist()
-        x = torch.stack(
-            [padded[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(offsets)]
-        )
-    return x
+    """Online augmentation on a float NCHW batch: random horizontal flips and translations.
+
+    Each image is flipped with probability 1/2, then shifted by up to ``max_shift`` px each way
+    with the edge pixels repeated (replicate padding).
+    """
+    n, c, h, w = x.shape
+    flipped = torch.rand(n, generator=generator) < 0.5 if flip else None
+    if max_shift <= 0:
+        if flipped is None:
+            return x
+        return torch.where(flipped[:, None, None, None].to(x.device), x.flip(3), x)
+    shift = torch.randint(0, 2 * max_shift + 1, (n, 2), generator=generator) - max_shift
+    # One gather for the whole batch (a slice per image was 3x slower at 28 px): replicate
+    # padding is a source index clamped to the edge, and a flip reads columns from the right.
+    rows = (shift[:, :1] + torch.arange(h)).clamp_(0, h - 1)
+    cols = (shift[:, 1:] + torch.arange(w)).clamp_(0, w - 1)
+    if flipped is not None:
+        cols = torch.where(flipped[:, None], (w - 1) - cols, cols)
+    source = (rows[:, :, None] * w + cols[:, None, :]).flatten(1).to(x.device)
+    picked = x.flatten(2).gather(2, source[:, None, :].expand(n, c, h * w))
+    return picked.view(n, c, h, w)

@@ -179,7 +179,8 @@ def fit(
                 seen += len(y)
                 loss_sum += loss.item() * len(y)
                 correct += (logits.argmax(1) == y).sum().item()
-                bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
+                # Drawn with the bar at its own interval: a forced redraw each step cost 20 us.
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", refresh=False)
             train_seconds = time.perf_counter() - t0
             seen, loss_sum, correct = world.sum([seen, loss_sum, correct])
             world.sync_buffers(model)
