@@ -42,6 +42,12 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     log.setLevel(logging.INFO)
+    if not (Path(args.model) / "model.safetensors").is_file():
+        # A fresh clone has no trained model until `make repro` (or `dvc pull`) has run.
+        raise SystemExit(
+            f"benchmarks/predict.py: no trained model in {args.model} (model.safetensors "
+            "missing); run `make repro` or `dvc pull` first, or pass --model models/<name>"
+        )
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         gallery = Path(tmp) / "gallery"
