@@ -42,7 +42,8 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     log.setLevel(logging.INFO)
-    if not (Path(args.model) / "model.safetensors").is_file():
+    is_uri = args.model.startswith(("models:/", "runs:/"))
+    if not is_uri and not (Path(args.model) / "model.safetensors").is_file():
         # A fresh clone has no trained model until `make repro` (or `dvc pull`) has run.
         raise SystemExit(
             f"benchmarks/predict.py: no trained model in {args.model} (model.safetensors "
