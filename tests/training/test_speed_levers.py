@@ -173,10 +173,11 @@ def test_fast_attention_under_bf16_autocast_attends_in_fp32(monkeypatch) -> None
     assert out.dtype == torch.bfloat16  # the output projection still ran in bf16
     out.float().sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
-    # As close to the fp32 result as timm's own bf16 path gets, or closer.
+    # Closer to the fp32 result, on average, than timm's own all-bf16 path, and within bf16's reach.
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         timms = layer(x)
-    assert (out.float() - exact).abs().max() <= (timms.float() - exact).abs().max() + 1e-2
+    error, timms_error = (out.detach().float() - exact).abs(), (timms.float() - exact).abs()
+    assert error.mean() < timms_error.mean() and error.max() < 1e-2
 
 
 def test_split_heads_gives_an_unused_head_a_zero_gradient() -> None:
