@@ -60,8 +60,7 @@ bench: setup
 	$(BIN)/python benchmarks/data_stages.py
 	$(BIN)/python benchmarks/text_recognition_build.py
 	$(BIN)/python benchmarks/training.py
-	@if [ -f models/mobilevit_xxs/model.safetensors ]; then $(BIN)/python benchmarks/predict.py; \
-	else echo "benchmarks/predict.py skipped: no trained models/mobilevit_xxs yet (make repro or dvc pull first)"; fi
+	$(BIN)/python benchmarks/predict.py --if-trained
 	@echo "benchmarks/experiment_queue.py (about 16 min here) needs the outputs pushed: dvc push first"
 
 lint: setup
