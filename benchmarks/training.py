@@ -6,7 +6,8 @@ For each case (model, input size, channels) it measures, on this machine:
   (``precision: auto`` resolved for this CPU), against a naive loop written the plain way:
   torchvision ``ImageFolder`` decoding JPEGs with PIL every step, ``ToTensor`` + ``Normalize``,
   NCHW fp32, default threads, the C library's default allocator (in a fresh process);
-  the 28-px cases alternate ``--passes`` passes of each and compare medians;
+  each case alternates passes of each (``--passes`` at 28 px, ``--passes-large`` at 128 and
+  224 px) and compares medians;
 - inference latency per image (batch 1, median) and throughput (batch 64) on the CPU.
 Prints the ratios and writes ``metrics/bench.json`` (and an MLflow run in experiment
 ``benchmarks``, unless ``--no-mlflow``). Usage:
@@ -158,10 +159,18 @@ def main() -> None:
         help="alternating passes of each loop for the 28-px cases, median taken (default 5: "
         "the 28-px ratios swung 1.33x-1.76x between single runs of three on a busy host)",
     )
+    parser.add_argument(
+        "--passes-large",
+        type=int,
+        default=3,
+        help="the same for the 128- and 224-px cases (default 3; a pass takes 15-70 s here, and "
+        "single passes read mobilevit_xxs at 128 px 1.17x in one run and 1.78x-1.92x in others)",
+    )
     parser.add_argument("--naive-child", metavar="JSON", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.passes < 1:
-        parser.error(f"--passes must be at least 1, got {args.passes}")
+    for flag, value in (("--passes", args.passes), ("--passes-large", args.passes_large)):
+        if value < 1:
+            parser.error(f"{flag} must be at least 1, got {value}")
     if args.naive_child:  # a fresh process for the baseline (see naive_train)
         name, size, channels, arch, folder, batch, steps = json.loads(args.naive_child)
         print(_naive_train_here(name, size, channels, arch, Path(folder), batch, steps))
@@ -176,9 +185,9 @@ def main() -> None:
         batch = 64
         n = (2 if args.quick else 4) * batch if size >= 128 else (4 if args.quick else 16) * batch
         images, labels = _images(n, size, channels)
-        # Small cases finish in seconds, so one pass is at the mercy of a noisy neighbour:
+        # One pass is at the mercy of a noisy neighbour (the host's speed drifts over minutes):
         # alternate naive and project passes and compare medians.
-        repeats = 1 if args.quick or size >= 128 else args.passes
+        repeats = 1 if args.quick else args.passes if size < 128 else args.passes_large
         naives, projects = [], []
         with tempfile.TemporaryDirectory() as tmp:
             _write_folder(Path(tmp), images, labels)
