@@ -19,6 +19,7 @@ from pathlib import Path
 from trackvision.atomic import write_json
 from trackvision.data.sources.synthetic_text import generate_image
 from trackvision.evaluation.footprint import machine
+from trackvision.models.packaged import is_logged_model
 from trackvision.predict import predict_gallery
 
 log = logging.getLogger("bench")
@@ -47,8 +48,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     log.setLevel(logging.INFO)
-    is_uri = args.model.startswith(("models:/", "runs:/"))
-    if not is_uri and not (Path(args.model) / "model.safetensors").is_file():
+    if not is_logged_model(args.model) and not (Path(args.model) / "model.safetensors").is_file():
         # A fresh clone has no trained model until `make repro` (or `dvc pull`) has run.
         missing = (
             f"benchmarks/predict.py: no trained model in {args.model} (model.safetensors "

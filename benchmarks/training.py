@@ -183,12 +183,12 @@ def main() -> None:
     results = []
     for name, size, channels in CASES:
         spec = config.model(name)
-        batch = 64
-        n = (2 if args.quick else 4) * batch if size >= 128 else (4 if args.quick else 16) * batch
+        batch, large = 64, size >= 128
+        n = (2 if args.quick else 4) * batch if large else (4 if args.quick else 16) * batch
         images, labels = _images(n, size, channels)
         # One pass is at the mercy of a noisy neighbour (the host's speed drifts over minutes):
         # alternate naive and project passes and compare medians.
-        repeats = 1 if args.quick else args.passes if size < 128 else args.passes_large
+        repeats = 1 if args.quick else args.passes_large if large else args.passes
         naives, projects = [], []
         with tempfile.TemporaryDirectory() as tmp:
             _write_folder(Path(tmp), images, labels)

@@ -119,6 +119,18 @@ def test_fit_swaps_dropout_and_gives_the_model_back_unchanged() -> None:
     assert [type(m) for m in model.modules()] == before  # restored after training too
 
 
+def _output_and_grads(
+    layer: nn.Module, x: torch.Tensor, grad: torch.Tensor, bf16: bool = False, **kwargs
+) -> list[torch.Tensor]:
+    """One forward (under bf16 autocast if asked) and backward: the output, then every gradient."""
+    x.grad = None
+    layer.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        out = layer(x, **kwargs)
+    out.backward(grad)
+    return [out.detach(), x.grad, *(p.grad for p in layer.parameters())]
+
+
 @pytest.mark.parametrize(
     "options",
     [
@@ -134,18 +146,10 @@ def test_fast_attention_matches_timms_bit_for_bit(options: dict) -> None:
     layer = Attention(96, num_heads=4, qkv_bias=True, **options)
     x = torch.randn(8, 49, 96, requires_grad=True)
     grad = torch.randn(8, 49, 96)
-
-    def run() -> list[torch.Tensor]:
-        x.grad = None
-        layer.zero_grad()
-        out = layer(x)
-        out.backward(grad)
-        return [out.detach(), x.grad, *(p.grad for p in layer.parameters())]
-
-    reference = run()
+    reference = _output_and_grads(layer, x, grad)
     with cpu_fast_attention(layer):
         assert type(layer) is FastAttention
-        fast = run()
+        fast = _output_and_grads(layer, x, grad)
     assert type(layer) is Attention
     assert len(fast) == len(reference)
     for a, b in zip(reference, fast, strict=True):
@@ -179,18 +183,10 @@ def test_fast_attention_under_bf16_autocast_is_timms_non_fused_path(
     elif mask == "additive":
         kwargs["attn_mask"] = torch.randn(8, 1, 49, 49)
 
-    def run() -> list[torch.Tensor]:
-        x.grad = None
-        layer.zero_grad()
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            out = layer(x, **kwargs)
-        out.backward(grad)
-        return [out.detach(), x.grad, *(p.grad for p in layer.parameters())]
-
     with torch.no_grad():
         exact = layer(x, **kwargs)  # fp32, fused
     layer.fused_attn = False
-    reference = run()
+    reference = _output_and_grads(layer, x, grad, bf16=True, **kwargs)
     layer.fused_attn = True
     fused_calls: list[int] = []
     sdpa = attention.F.scaled_dot_product_attention
@@ -200,7 +196,7 @@ def test_fast_attention_under_bf16_autocast_is_timms_non_fused_path(
         lambda *a, **k: fused_calls.append(1) or sdpa(*a, **k),
     )
     with cpu_fast_attention(layer):
-        fast = run()
+        fast = _output_and_grads(layer, x, grad, bf16=True, **kwargs)
     assert not fused_calls
     assert fast[0].dtype == torch.bfloat16
     for a, b in zip(reference, fast, strict=True):

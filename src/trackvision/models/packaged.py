@@ -44,13 +44,18 @@ class PackagedClassifier(nn.Module):
         return self.model(self.preprocess(images)).float().softmax(dim=-1)
 
 
+def is_logged_model(ref: str) -> bool:
+    """Whether ``ref`` names a model in the MLflow store rather than a local folder."""
+    return ref.startswith(("models:/", "runs:/"))
+
+
 def load_packaged(ref: str, tracking_uri: str = "") -> PackagedClassifier:
     """A trained model from a folder (``models/<name>/``) or an MLflow model URI
     (``models:/<name>@champion``, ``runs:/<id>/model``); neither way unpickles anything.
 
     ``tracking_uri``: params.yaml's ``mlflow.tracking_uri`` (MLFLOW_TRACKING_URI overrides it).
     """
-    if ref.startswith(("models:/", "runs:/")):
+    if is_logged_model(ref):
         return _load_logged(ref, tracking_uri)
     model_dir = Path(ref)
     if not model_dir.is_dir():
