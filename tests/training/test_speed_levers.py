@@ -239,6 +239,65 @@ def test_channels_last_trains_the_same_model() -> None:
     assert all(p.is_contiguous() for p in model.parameters())  # saved in the default layout
 
 
+def test_report_cnn_hands_max_pool_a_channels_last_gradient() -> None:
+    """Flatten's NCHW gradient sent the max-pool backward through layout copies; same grads now."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from trackvision.models.cnn import ReportCNN
+
+    torch.manual_seed(0)
+    model = ReportCNN(in_chans=1, num_classes=2, image_size=28).to(
+        memory_format=torch.channels_last
+    )
+    x = torch.randn(8, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+
+    def grads(forward) -> list[torch.Tensor]:
+        model.zero_grad()
+        torch.manual_seed(1)  # the head's dropout
+        forward(x).sum().backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    plain = grads(lambda t: model.head(model.features(t)))  # what forward did before
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        ours = grads(model)
+    assert all(torch.equal(a, b) for a, b in zip(ours, plain, strict=True))
+    pool_backward_copies = []
+    for event in prof.events():
+        parent = event.cpu_parent
+        while parent is not None and event.name in ("aten::copy_", "aten::clone"):
+            if parent.name == "aten::max_pool2d_with_indices_backward":
+                pool_backward_copies.append(event.name)
+                break
+            parent = parent.cpu_parent
+    assert pool_backward_copies == []
+
+
+@pytest.mark.parametrize("name", ["adamw", "adam", "sgd"])
+def test_fused_optimizers_take_the_single_tensor_step(name: str) -> None:
+    """The fused kernels ``build_optimizer`` picks follow the same update as the plain loop."""
+    from trackvision.training.optim import build_optimizer
+
+    settings = dataclasses.replace(SETTINGS, optimizer=name, weight_decay=0.01)
+    params = {}
+    for fused in (True, False):
+        torch.manual_seed(0)
+        model = create_model("cnn", num_classes=2, in_chans=1, image_size=16)
+        start = torch.cat([p.detach().flatten() for p in model.parameters()])
+        optimizer = build_optimizer(model, settings)
+        assert optimizer.defaults["fused"] is True
+        if not fused:  # the same optimizer, taken through its single-tensor loop
+            for group in optimizer.param_groups:
+                group["fused"], group["foreach"] = False, False
+        torch.manual_seed(1)
+        for _ in range(5):
+            for p in model.parameters():
+                p.grad = torch.randn_like(p)
+            optimizer.step()
+        params[fused] = torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert (params[True] - start).abs().max() > 1e-3  # five steps moved the weights
+    torch.testing.assert_close(params[True], params[False], rtol=1e-5, atol=1e-6)
+
+
 def test_the_machine_is_described_for_every_benchmark() -> None:
     info = machine()
     assert info["cores"] >= 1 and info["torch_threads"] >= 1

@@ -45,4 +45,14 @@ class ReportCNN(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+        features = self.features(x)
+        if features.requires_grad and features.is_contiguous(memory_format=torch.channels_last):
+            # Flatten hands its gradient back in NCHW. Given that for a channels_last input, the
+            # CPU max-pool backward takes its NCHW kernel and copies input, indices and result
+            # across layouts: 2% of a bf16 training step. The same values, in the input's layout.
+            features.register_hook(_channels_last)
+        return self.head(features)
+
+
+def _channels_last(grad: torch.Tensor) -> torch.Tensor:
+    return grad.contiguous(memory_format=torch.channels_last)
