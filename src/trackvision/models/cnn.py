@@ -47,9 +47,9 @@ class ReportCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.features(x)
         if features.requires_grad and features.is_contiguous(memory_format=torch.channels_last):
-            # Flatten hands its gradient back in NCHW. Given that for a channels_last input, the
-            # CPU max-pool backward takes its NCHW kernel and copies input, indices and result
-            # across layouts: 2% of a bf16 training step. The same values, in the input's layout.
+            # Flatten hands its gradient back in NCHW, and the CPU max-pool backward picks its
+            # kernel by the gradient's layout: it copied its input, indices and result across
+            # layouts (2% of a bf16 step). The same values, in the layout of the pool's input.
             features.register_hook(_channels_last)
         return self.head(features)
 
