@@ -10,8 +10,8 @@ numbers.
 Under bf16 autocast it takes timm's own non-fused branch instead of fused attention (plain
 matmuls and a softmax, in bf16), bit-identical to timm with ``fused_attn`` off. The CPU's fused
 attention backward in bf16 took 7x as long as in fp32; the plain path in bf16 is faster than
-either for a small ViT's attention (64 x 4 heads x 49 tokens: 2.6 ms forward + backward against
-3.4 ms fused fp32, which the project used before).
+either for a small ViT's attention (64 x 4 heads x 49 tokens: 2.6-3.0 ms forward + backward
+against 3.4-3.6 ms fused in fp32, which the project used before).
 """
 
 from __future__ import annotations

@@ -25,17 +25,15 @@ def build_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Op
         {"params": groups.backbone, "lr": settings.lr * scale, "name": "backbone"},
     ]
     param_groups = [g for g in param_groups if g["params"]]
-    wd = settings.weight_decay
     # One fused kernel per parameter instead of a dozen small ops each: the cnn's AdamW step
     # took 0.22 ms against 0.69 ms (CPU). The same update, not the same bits.
+    common = {"lr": settings.lr, "weight_decay": settings.weight_decay, "fused": True}
     if settings.optimizer == "adamw":
-        return torch.optim.AdamW(param_groups, lr=settings.lr, weight_decay=wd, fused=True)
+        return torch.optim.AdamW(param_groups, **common)
     if settings.optimizer == "adam":
-        return torch.optim.Adam(param_groups, lr=settings.lr, weight_decay=wd, fused=True)
+        return torch.optim.Adam(param_groups, **common)
     if settings.optimizer == "sgd":
-        return torch.optim.SGD(
-            param_groups, lr=settings.lr, momentum=0.9, nesterov=True, weight_decay=wd, fused=True
-        )
+        return torch.optim.SGD(param_groups, momentum=0.9, nesterov=True, **common)
     raise ValueError(f"optimizer {settings.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
 
 
