@@ -126,7 +126,7 @@ class EvaluateConfig:
 @dataclass(frozen=True)
 class DoctorConfig:
     strict: bool  # a `fail` finding fails the stage (after its outputs are written)
-    near_duplicate_difference: float  # mean |difference| of 16x16 thumbnails, 0-255 scale
+    near_duplicate_correlation: float  # structure of two thumbnails this alike = copies
 
 
 @dataclass(frozen=True)
@@ -440,8 +440,8 @@ def parse_config(raw: Any, check_models: bool = True) -> Config:
         ),
         doctor=DoctorConfig(
             strict=_bool(doctor, "strict", "doctor"),
-            near_duplicate_difference=_float(
-                doctor, "near_duplicate_difference", "doctor", lo=0.0, hi=255.0
+            near_duplicate_correlation=_float(
+                doctor, "near_duplicate_correlation", "doctor", lo=0.0, hi=1.0, lo_open=True
             ),
         ),
         mlflow=_mlflow(_section(root["mlflow"], "mlflow", _fields(MlflowConfig))),

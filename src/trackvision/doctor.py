@@ -67,52 +67,58 @@ def check_exact_leakage(hashes: Mapping[str, Sequence[str]], paths: Mapping[str,
     ]
 
 
-def thumbnails(images: np.ndarray, side: int = 16) -> np.ndarray:
-    """N x H x W x C uint8 images -> N x (side*side*C) float32 box-averaged thumbnails."""
-    from PIL import Image
-
-    out = np.empty((len(images), side * side * images.shape[-1]), dtype=np.float32)
-    for i, image in enumerate(images):
-        pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
-        out[i] = np.asarray(pil.resize((side, side), Image.Resampling.BOX)).reshape(-1)
-    return out
-
-
 def check_near_duplicates(
     images: Mapping[str, np.ndarray],
     paths: Mapping[str, Sequence[str]],
-    max_difference: float,
+    correlation: float,
     limit: int = 5,
 ):
-    """Near-identical images across splits: resized, re-encoded or lightly edited copies that
-    exact hashing misses. Two images count when their 16x16 thumbnails differ by at most
-    ``max_difference`` per value on average (0-255 scale). Measured on this project's data:
-    re-encoded and resized copies 1-3, distinct images 9 and up (perceptual hashes were not
-    usable here: smooth synthetic backgrounds gave hundreds of false pairs)."""
-    from scipy.spatial.distance import cdist
+    """Near-identical images across splits: resized, re-encoded, slightly cropped or
+    brightness-shifted copies that exact hashing misses. The search (``data/similarity.py``)
+    compares the structure of small grey thumbnails (``correlation`` or more), then their
+    contrast and colour, so distinct smooth pictures do not pass for copies; it runs in blocks,
+    so memory stays linear in the number of images."""
+    from trackvision.data.similarity import Rule, copy_pairs, describe
 
-    thumbs = {split: thumbnails(np.asarray(imgs)) for split, imgs in images.items()}
+    rule = Rule(correlation=correlation)
+    described = {split: describe(np.asarray(imgs)) for split, imgs in images.items()}
+    names = [n for n in described if len(described[n])]
     pairs: list[dict[str, Any]] = []
     count = 0
-    names = [n for n in thumbs if len(thumbs[n])]
     for a_i, a in enumerate(names):
         for b in names[a_i + 1 :]:
-            dist = cdist(thumbs[a], thumbs[b], metric="cityblock") / thumbs[a].shape[1]
-            ii, jj = np.nonzero(dist <= max_difference)
-            count += len(ii)
-            for i, j in zip(ii.tolist()[: max(0, limit - len(pairs))], jj.tolist(), strict=False):
-                pairs.append(
-                    {a: paths[a][i], b: paths[b][j], "difference": round(float(dist[i, j]), 2)}
-                )
+            for i, j, score in copy_pairs(described[a], described[b], rule):
+                count += 1
+                if len(pairs) < limit:
+                    pairs.append({a: paths[a][i], b: paths[b][j], "correlation": round(score, 4)})
     if not count:
         return []
     return [
         Finding(
             "leakage.near_duplicate",
             "warn",
-            f"{count} pair(s) of near-identical images across splits (thumbnails within "
-            f"{max_difference} of 255): resized or re-encoded copies inflate the scores",
-            {"pairs": count, "max_difference": max_difference, "examples": pairs},
+            f"{count} pair(s) of near-identical images across splits (resized, re-encoded, "
+            "cropped or brightness-shifted copies): they inflate the scores",
+            {"pairs": count, "correlation": correlation, "examples": pairs},
+        )
+    ]
+
+
+def check_label_conflicts(conflicts: Sequence[Mapping[str, Any]], limit: int = 5):
+    """The same file under two classes: no label can be right for both, so it was left out."""
+    if not conflicts:
+        return []
+    first = conflicts[0]
+    where = " and ".join(
+        f"{p} ({label})" for p, label in zip(first["paths"], first["labels"], strict=True)
+    )
+    return [
+        Finding(
+            "label_conflict",
+            "warn",
+            f"{len(conflicts)} picture(s) sit under two classes and were left out of every split; "
+            f"first: {where}. Keep each picture under one class folder",
+            {"count": len(conflicts), "examples": list(conflicts[:limit])},
         )
     ]
 

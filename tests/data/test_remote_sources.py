@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import shutil
 import struct
@@ -15,6 +16,7 @@ from tests.data import fake_archives as fake
 from tests.loopback import Served, serve
 from trackvision.data.balance import build_balanced_set
 from trackvision.data.fetch import Downloader, RemoteFile
+from trackvision.data.rawset import read_raw
 from trackvision.data.sources import FetchContext, get_source, parse_options
 from trackvision.data.sources import fashion_mnist as fm
 from trackvision.data.sources import text_recognition as tr
@@ -71,9 +73,18 @@ def test_fashion_mnist_keeps_the_official_split_with_class_names(
 ) -> None:
     summary = _fetch("fashion_mnist", {}, tmp_path, server.url)
     assert summary["counts"]["train"]["Ankle_boot"] == 4 and summary["counts"]["test"]["Bag"] == 2
-    pngs = sorted((tmp_path / "out" / "train" / "T-shirt_top").glob("*.png"))
-    assert len(pngs) == 4 and Image.open(pngs[0]).size == (28, 28)
-    assert Image.open(pngs[0]).mode == "L"
+    # Packed: three files, whatever the number of images.
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "classes.json",
+        "index.csv",
+        "pack.bin",
+    ]
+    classes, items = read_raw(tmp_path / "out")
+    shirts = [i for i in items if i.label == "T-shirt_top" and i.split == "train"]
+    assert len(shirts) == 4 and len(items) == 60 and classes == sorted(fm.CLASSES)
+    img = Image.open(io.BytesIO(shirts[0].read()))
+    assert img.size == (28, 28) and img.mode == "L"
+    assert shirts[0].shown_as.endswith("out/train/T-shirt_top/00000.png")
 
 
 def test_fashion_mnist_published_checksum_is_enforced(tmp_path, server) -> None:
@@ -122,7 +133,9 @@ def test_tiny_imagenet_names_val_mapping_and_subset(tmp_path, server, published_
         "train": {"goldfish": 4, "bullfrog": 4},
         "test": {"goldfish": 2, "bullfrog": 2},
     }
-    assert (tmp_path / "out" / "test" / "bullfrog" / "val_4.JPEG").is_file()
+    _, items = read_raw(tmp_path / "out")
+    (val_4,) = [i for i in items if i.shown_as.endswith("test/bullfrog/val_4.JPEG")]
+    assert val_4.split == "test" and val_4.read() == fake.jpeg(5000 + 100 * 2 + 0)
 
 
 def test_presplit_balance_keeps_the_given_test_split(tmp_path, server, published_md5s) -> None:
@@ -143,25 +156,82 @@ def _save(path: Path, data: bytes | Image.Image) -> None:
         data.save(path)
 
 
-def test_folder_source_with_nesting_corrupt_cmyk_and_non_images(tmp_path) -> None:
-    user = tmp_path / "photos"
+def _gallery(user: Path) -> None:
     for i in range(4):
         _save(user / "cats" / f"c{i}.jpg", fake.jpeg(i))
         _save(user / "dogs" / "2024" / "trip" / f"d{i}.jpg", fake.jpeg(10 + i))
     _save(user / "dogs" / "d0.jpg", fake.jpeg(99))  # same name as a nested one: both kept
     _save(user / "cats" / "cmyk.jpg", fake.jpeg(50, mode="CMYK"))
     _save(user / "cats" / "broken.jpg", b"\xff\xd8\xff\xe0 not really a jpeg")
+    _save(user / "cats" / "empty.png", b"")
     _save(user / "cats" / "notes.txt", b"not an image")
+    _save(user / "cats" / "renamed.png", b"GIF89a? no, a text file")
     _save(user / "dogs" / "Thumbs.db", b"\0\0")
+
+
+def _tree(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p): (p.stat().st_mtime_ns, p.stat().st_size) for p in root.rglob("*")}
+
+
+def test_folder_source_reads_the_gallery_in_place(tmp_path) -> None:
+    user = tmp_path / "photos"
+    _gallery(user)
+    before = _tree(user)
     summary = _fetch("folder", {"path": "photos"}, tmp_path, "")
-    assert summary["counts"] == {"cats": 6, "dogs": 5}
+    assert summary["counts"] == {"cats": 8, "dogs": 5}
     assert summary["ignored_not_images"] == 2
+    # Nothing copied: the raw folder holds the manifest of what was found, not the photos.
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["classes.json", "manifest.csv"]
+    rows = (tmp_path / "out" / "manifest.csv").read_text().splitlines()
+    assert rows[0] == "path,label,size,sha256" and len(rows) == 14
+    assert any(r.startswith(f"{user}/cats/c0.jpg,cats,{len(fake.jpeg(0))},") for r in rows)
+
     ratios = {"train": 0.6, "val": 0.2, "test": 0.2}
     result = _balance(tmp_path / "out", ratios, min_per_class=2, relative_to=tmp_path)
-    assert result.report["skipped_unreadable"] == 1
-    assert result.report["skipped"][0]["path"] == "out/cats/broken.jpg"
-    assert any(r["path"] == "out/cats/cmyk.jpg" for r in result.manifest)  # CMYK decoded fine
+    # Skipped files are named by the user's own path, with a plain reason.
+    assert {(s["path"], s["reason"].split(":")[0]) for s in result.report["skipped"]} == {
+        (f"{user}/cats/broken.jpg", "truncated"),  # a JPEG header, then nothing of an image
+        (f"{user}/cats/empty.png", "empty file (0 bytes)"),
+        (
+            f"{user}/cats/renamed.png",
+            "not an image Pillow can read (unknown or damaged file header)",
+        ),
+    }
+    assert any(r["path"] == f"{user}/cats/cmyk.jpg" for r in result.manifest)  # CMYK decoded
     assert sum(len(s) for s in result.splits.values()) == 10
+    assert _tree(user) == before  # the user's files are never modified
+
+
+def test_a_photo_changed_after_listing_is_refused(tmp_path) -> None:
+    user = tmp_path / "photos"
+    _gallery(user)
+    _fetch("folder", {"path": "photos"}, tmp_path, "")
+    _save(user / "cats" / "c1.jpg", fake.jpeg(77))
+    with pytest.raises(DataError, match=r"photos/cats/c1\.jpg: changed since the download stage"):
+        _balance(tmp_path / "out", {"train": 0.6, "val": 0.2, "test": 0.2}, min_per_class=2)
+
+
+def test_the_same_picture_under_two_classes_is_a_label_conflict(tmp_path) -> None:
+    user = tmp_path / "photos"
+    _gallery(user)
+    _save(user / "dogs" / "looks_like_a_cat.jpg", fake.jpeg(2))  # = cats/c2.jpg
+    _fetch("folder", {"path": "photos"}, tmp_path, "")
+    result = _balance(tmp_path / "out", {"train": 0.6, "val": 0.2, "test": 0.2}, min_per_class=2)
+    assert result.report["conflicts"] == [
+        {
+            "paths": [f"{user}/cats/c2.jpg", f"{user}/dogs/looks_like_a_cat.jpg"],
+            "labels": ["cats", "dogs"],
+        }
+    ]
+    kept = {r["path"] for r in result.manifest}
+    assert f"{user}/cats/c2.jpg" not in kept and f"{user}/dogs/looks_like_a_cat.jpg" not in kept
+    from trackvision import doctor
+
+    (finding,) = doctor.check_label_conflicts(result.report["conflicts"])
+    assert finding.code == "label_conflict"
+    assert f"{user}/cats/c2.jpg (cats) and {user}/dogs/looks_like_a_cat.jpg (dogs)" in (
+        finding.message
+    )
 
 
 def test_folder_source_missing_path_is_clear(tmp_path) -> None:

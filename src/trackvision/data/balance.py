@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from trackvision.data.images import IMAGE_SUFFIXES, ImageDecodeError, load_image
+from trackvision.data.images import ImageDecodeError, load_image
 from trackvision.data.packed import SPLITS, Split
+from trackvision.data.rawset import RawItem, read_raw
 from trackvision.errors import DataError
 
 STRATEGIES = ("undersample", "oversample", "none")
@@ -35,45 +36,38 @@ class BalancedSet:
     report: dict = field(default_factory=dict)
 
 
-def scan_class_folders(raw_dir: Path) -> tuple[list[str], list[tuple[Path, int]]]:
-    """Classes are the sub-folders of ``raw_dir`` (sorted); files are taken in sorted order."""
-    if not raw_dir.is_dir():
-        raise DataError(f"{raw_dir}: no such folder; run the download stage first")
-    classes = sorted(p.name for p in raw_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if len(classes) < 2:
-        raise DataError(f"{raw_dir}: need at least 2 class folders, found {classes or 'none'}")
-    files = [
-        (p, label)
-        for label, name in enumerate(classes)
-        for p in sorted((raw_dir / name).rglob("*"))
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-    ]
-    return classes, files
+Decoded = tuple[str, "np.ndarray | None", str]  # (sha256 of the bytes, pixels or None, reason)
 
 
-Decoded = tuple[str, "np.ndarray | None", str]  # (sha256 of the file, pixels or None, error)
-
-
-def _decode_one(job: tuple[Path, int, int]) -> Decoded:
-    path, channels, size = job
-    data = path.read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
+def _decode_one(job: tuple[RawItem, int, int]) -> Decoded:
+    item, channels, size = job
     try:
-        return digest, load_image(path, channels, size, data), ""
+        data = item.read()
+    except OSError as exc:
+        return "", None, f"cannot be read ({exc.strerror or exc})"
+    digest = hashlib.sha256(data).hexdigest()
+    if item.sha256 and digest != item.sha256:
+        raise DataError(
+            f"{item.shown_as}: changed since the download stage listed it (sha256 "
+            f"{item.sha256[:12]}... now {digest[:12]}...); run `dvc repro` so every stage sees "
+            "the same file"
+        )
+    try:
+        return digest, load_image(Path(item.shown_as), channels, size, data), ""
     except ImageDecodeError as exc:
-        return digest, None, str(exc.__cause__ or exc)
+        return digest, None, exc.reason
 
 
-def decode_files(
-    paths: list[Path], channels: int, size: int, workers: int = 0
+def decode_items(
+    items: list[RawItem], channels: int, size: int, workers: int = 0
 ) -> Iterator[Decoded]:
-    """Hash and decode every file, in order, on ``workers`` processes (0 = every usable core).
+    """Hash and decode every item, in order, on ``workers`` processes (0 = every usable core).
 
     Worker processes are spawned, so a script that calls this must guard its entry point with
     ``if __name__ == "__main__":`` (the ``trackvision`` command does).
     """
     workers = workers or len(os.sched_getaffinity(0))
-    jobs = [(p, channels, size) for p in paths]
+    jobs = [(item, channels, size) for item in items]
     if workers == 1 or len(jobs) < 256:  # a pool costs more than it saves on a few files
         yield from map(_decode_one, jobs)
         return
@@ -147,46 +141,24 @@ def build_balanced_set(
     presplit: bool = False,
     workers: int = 0,
 ) -> BalancedSet:
-    """Decode every image once, drop corrupt files and duplicates, split and balance.
+    """Decode every image once, drop unreadable files and duplicates, split and balance.
 
-    With ``presplit`` the raw folder holds ``train/`` and ``test/``: the official test split is kept
-    as given (ratios.test is ignored) and validation is carved from train alone.
+    With ``presplit`` the raw data carries an official test split: it is kept as given
+    (ratios.test is ignored) and validation is carved from train alone. The same picture under two
+    classes is a label conflict: every copy of it is left out, and the report names them.
     """
     if strategy not in STRATEGIES:
         raise DataError(f"balance.strategy: {strategy!r} is not one of {', '.join(STRATEGIES)}")
+    classes, items = read_raw(raw_dir, relative_to, presplit)
     if presplit:
-        classes, train_files = scan_class_folders(raw_dir / "train")
-        test_classes, test_files = scan_class_folders(raw_dir / "test")
-        if test_classes != classes:
-            raise DataError(f"{raw_dir}: train/ has classes {classes}, test/ has {test_classes}")
-        files = test_files + train_files  # test first: of two identical images, test keeps its own
-        given_test = [True] * len(test_files) + [False] * len(train_files)
-    else:
-        classes, files = scan_class_folders(raw_dir)
-        given_test = [False] * len(files)
-    images, labels, hashes, paths, in_test = [], [], [], [], []
-    skipped, duplicates = [], []
-    seen: dict[str, Path] = {}
-    decoded = decode_files([p for p, _ in files], channels, image_size, workers)
-    for (path, label), fixed_test, (digest, arr, error) in zip(
-        files, given_test, tqdm(decoded, total=len(files), desc="decode", unit="img"), strict=True
-    ):
-        if digest in seen:
-            duplicates.append(
-                {"path": _rel(path, relative_to), "same_as": _rel(seen[digest], relative_to)}
-            )
-            continue
-        if arr is None:
-            skipped.append({"path": _rel(path, relative_to), "reason": error})
-            continue
-        seen[digest] = path
-        images.append(arr)
-        labels.append(label)
-        hashes.append(digest)
-        paths.append(_rel(path, relative_to))
-        in_test.append(fixed_test)
+        if any(i.split not in ("train", "test") for i in items):
+            raise DataError(f"{raw_dir}: expected train/ and test/ splits for this source")
+        items = sorted(items, key=lambda i: i.split != "test")  # test first: it keeps its own
+    elif len(classes) < 2:
+        raise DataError(f"{raw_dir}: need at least 2 classes, found {classes or 'none'}")
+    kept = _decode_and_dedupe(items, classes, channels, image_size, workers)
 
-    labels_arr = np.asarray(labels, dtype=np.int64)
+    labels_arr = kept.labels
     before = Counter(int(v) for v in labels_arr)
     too_small = {
         name: before.get(c, 0) for c, name in enumerate(classes) if before.get(c, 0) < min_per_class
@@ -194,51 +166,116 @@ def build_balanced_set(
     if too_small:
         raise DataError(
             f"{raw_dir}: class(es) below data.min_per_class={min_per_class} after dropping "
-            f"{len(skipped)} unreadable file(s) and {len(duplicates)} duplicate(s): {too_small}"
+            f"{len(kept.skipped)} unreadable file(s), {len(kept.duplicates)} duplicate(s) and "
+            f"{len(kept.conflicts)} label conflict(s): {too_small}"
         )
 
     if presplit:
-        fixed = np.asarray(in_test, dtype=bool)
-        kept = ratios["train"] + ratios["val"]
-        carve = {"train": ratios["train"] / kept, "val": ratios["val"] / kept, "test": 0.0}
+        fixed = kept.given_test
+        share = ratios["train"] + ratios["val"]
+        carve = {"train": ratios["train"] / share, "val": ratios["val"] / share, "test": 0.0}
         assignment = np.full(len(labels_arr), "test", dtype=object)
         assignment[~fixed] = stratified_split(labels_arr[~fixed], carve, seed)
     else:
         assignment = stratified_split(labels_arr, ratios, seed)
     rng = np.random.default_rng(seed + 1)
-    stacked = np.stack(images)
     splits, manifest = {}, []
     for name in SPLITS:
         # Repeating images in val/test would only inflate the evaluation: oversample train alone.
         split_strategy = "none" if strategy == "oversample" and name != "train" else strategy
         idx = rebalance(np.flatnonzero(assignment == name), labels_arr, split_strategy, rng)
-        splits[name] = Split(stacked[idx], labels_arr[idx])
+        splits[name] = Split(kept.images[idx], labels_arr[idx])
         manifest += [
-            {"path": paths[i], "label": classes[labels_arr[i]], "split": name, "sha256": hashes[i]}
+            {
+                "path": kept.paths[i],
+                "label": classes[labels_arr[i]],
+                "split": name,
+                "sha256": kept.hashes[i],
+            }
             for i in idx
         ]
 
     report = {
         "classes": classes,
         "strategy": strategy,
-        "files_found": len(files),
+        "files_found": len(items),
         "before": {classes[c]: before.get(c, 0) for c in range(len(classes))},
         "after": {
             name: {classes[c]: int((s.labels == c).sum()) for c in range(len(classes))}
             for name, s in splits.items()
         },
-        "skipped_unreadable": len(skipped),
-        "duplicates_removed": len(duplicates),
-        "skipped": skipped,
-        "duplicates": duplicates,
+        "skipped_unreadable": len(kept.skipped),
+        "duplicates_removed": len(kept.duplicates),
+        "label_conflicts": len(kept.conflicts),
+        "skipped": kept.skipped,
+        "duplicates": kept.duplicates,
+        "conflicts": kept.conflicts,
     }
     return BalancedSet(classes, splits, manifest, report)
 
 
-def _rel(path: Path, base: Path | None) -> str:
-    if base is not None:
-        try:
-            return path.resolve().relative_to(base.resolve()).as_posix()
-        except ValueError:
-            pass
-    return path.as_posix()
+@dataclass
+class _Kept:
+    """The decoded images that survive, in input order, and what was left out and why."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    hashes: list[str]
+    paths: list[str]
+    given_test: np.ndarray
+    skipped: list[dict[str, str]]
+    duplicates: list[dict[str, str]]
+    conflicts: list[dict[str, object]]
+
+
+def _decode_and_dedupe(
+    items: list[RawItem], classes: list[str], channels: int, size: int, workers: int
+) -> _Kept:
+    """Decode into one preallocated array (memory: the pixels once), dropping what cannot stay."""
+    label_of = {name: i for i, name in enumerate(classes)}
+    images = np.empty((len(items), size, size, channels), dtype=np.uint8)
+    rows: list[int] = []  # index into items of each kept image, in the order of ``images``
+    digests: list[str] = []  # sha256 of each kept image
+    first: dict[str, int] = {}  # sha256 -> position in rows of its first readable copy
+    skipped, duplicates = [], []
+    conflicted: dict[str, list[int]] = {}  # sha256 -> items that carry it under other classes
+    decoded = decode_items(items, channels, size, workers)
+    for k, (digest, arr, error) in enumerate(
+        tqdm(decoded, total=len(items), desc="decode", unit="img")
+    ):
+        item = items[k]
+        if arr is None:
+            skipped.append({"path": item.shown_as, "reason": error})
+            continue
+        if digest in first:
+            original = items[rows[first[digest]]]
+            if original.label == item.label:
+                duplicates.append({"path": item.shown_as, "same_as": original.shown_as})
+            else:
+                conflicted.setdefault(digest, []).append(k)
+            continue
+        first[digest] = len(rows)
+        images[len(rows)] = arr
+        rows.append(k)
+        digests.append(digest)
+    drop = {first[d] for d in conflicted}
+    conflicts = [
+        {
+            "paths": [items[rows[first[d]]].shown_as, *(items[k].shown_as for k in others)],
+            "labels": [items[rows[first[d]]].label, *(items[k].label for k in others)],
+        }
+        for d, others in conflicted.items()
+    ]
+    keep = [p for p in range(len(rows)) if p not in drop]
+    chosen = [items[rows[p]] for p in keep]
+    decoded_images = images[: len(rows)]  # a view: no copy unless conflicts are taken out
+    return _Kept(
+        images=decoded_images[keep] if drop else decoded_images,
+        labels=np.asarray([label_of[i.label] for i in chosen], dtype=np.int64),
+        hashes=[digests[p] for p in keep],
+        paths=[i.shown_as for i in chosen],
+        given_test=np.asarray([i.split == "test" for i in chosen], dtype=bool),
+        skipped=skipped,
+        duplicates=duplicates,
+        conflicts=conflicts,
+    )

@@ -1,4 +1,11 @@
-"""Decode image files into uint8 arrays: EXIF orientation, colour modes, corrupt-file detection."""
+"""Decode image files into uint8 arrays: EXIF orientation, colour modes, corrupt-file detection.
+
+A JPEG needed much smaller than it is stored is decoded at reduced size by the decoder itself
+(Pillow's draft mode scales by 1/2, 1/4 or 1/8 inside the DCT), so a 12 MP phone photo wanted at
+224 px costs a fraction of a full decode. The draft never goes below twice the wanted side, and the
+final resize is the same bicubic one, so only large photos take this path and their result stays
+a proper downscale.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +20,12 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".t
 
 
 class ImageDecodeError(Exception):
-    """A file that is not a readable image (corrupt, truncated, or not an image at all)."""
+    """A file that is not a readable image; ``reason`` says why in plain words."""
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
 
 
 def _to_mode(img: Image.Image, channels: int) -> Image.Image:
@@ -34,26 +46,54 @@ def _to_mode(img: Image.Image, channels: int) -> Image.Image:
     return img.convert("L" if channels == 1 else "RGB")
 
 
+def _reason(exc: Exception, data: bytes | None, path: Path) -> str:
+    """A plain explanation of why Pillow could not read a file (never an object repr)."""
+    size = len(data) if data is not None else (path.stat().st_size if path.is_file() else -1)
+    if size == 0:
+        return "empty file (0 bytes)"
+    if isinstance(exc, UnidentifiedImageError):
+        return "not an image Pillow can read (unknown or damaged file header)"
+    text = str(exc)
+    lowered = text.lower()
+    if isinstance(exc, EOFError) or any(
+        marker in lowered for marker in ("truncated", "broken data stream", "premature end")
+    ):
+        return "truncated: the file ends before the image data does"
+    return f"damaged image data ({type(exc).__name__}: {text.splitlines()[0][:200]})"
+
+
+def _draft(img: Image.Image, channels: int, size: int | None) -> None:
+    """Let the JPEG decoder scale down on its own to no less than twice ``size``."""
+    if size is not None and img.format == "JPEG":
+        img.draft("L" if channels == 1 else "RGB", (2 * size, 2 * size))
+
+
 def load_image(
     path: Path, channels: int, size: int | None = None, data: bytes | None = None
 ) -> np.ndarray:
     """Decode ``path`` to an HxWxC uint8 array, upright per EXIF, resized to ``size`` x ``size``.
 
     ``data``: the file's bytes when the caller has read them already (saves a second read).
-    Raises ImageDecodeError for unreadable files. Pillow's decompression-bomb guard stays on.
+    Raises ImageDecodeError naming ``path`` and a plain reason. Pillow's decompression-bomb guard
+    stays on: an image over ``Image.MAX_IMAGE_PIXELS`` is refused before it is decoded.
     """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data) if data is not None else path) as img:
+                _draft(img, channels, size)
                 img.load()  # force a full decode: truncated files fail here, not later
                 img = ImageOps.exif_transpose(img) or img
                 img = _to_mode(img, channels)
                 if size is not None and img.size != (size, size):
                     img = img.resize((size, size), Image.Resampling.BICUBIC)
                 arr = np.asarray(img, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ImageDecodeError(f"{path}: {exc}") from exc
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageDecodeError(f"{path}: refused as a decompression bomb ({exc})") from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageDecodeError(
+            path,
+            f"too large: over Pillow's decompression-bomb limit of {Image.MAX_IMAGE_PIXELS:,} "
+            "pixels",
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageDecodeError(path, _reason(exc, data, Path(path))) from exc
     return arr[..., None] if arr.ndim == 2 else arr

@@ -58,6 +58,7 @@ def split_findings(result: BalancedSet, config: Config) -> list[doctor.Finding]:
     images = {name: split.images for name, split in result.splits.items()}
     return [
         *doctor.check_exact_leakage(hashes, paths),
-        *doctor.check_near_duplicates(images, paths, config.doctor.near_duplicate_difference),
+        *doctor.check_near_duplicates(images, paths, config.doctor.near_duplicate_correlation),
+        *doctor.check_label_conflicts(result.report["conflicts"]),
         *doctor.check_imbalance(result.report["after"]["train"], config.balance.strategy),
     ]

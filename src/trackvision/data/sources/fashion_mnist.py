@@ -1,11 +1,13 @@
 """Fashion-MNIST (Zalando): 60,000 train + 10,000 test greyscale 28x28 images, 10 classes.
 
-The official split is kept: train/ and test/ as given; balance carves validation from train only.
+The official split is kept: train and test as given; balance carves validation from train only.
+The 70,000 images are packed (``data/rawset.py``): one PNG per image inside one file, not 70,000.
 """
 
 from __future__ import annotations
 
 import gzip
+import io
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +18,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from trackvision.data.fetch import RemoteFile, file_digest
+from trackvision.data.rawset import PackWriter
 from trackvision.data.sources import FetchContext, register_source
 from trackvision.errors import ConfigError, DataError
 
@@ -49,6 +52,12 @@ class FashionMnistOptions:
             raise ConfigError(f"{key}.per_class: must be >= 0, got {self.per_class}")
 
 
+def _png(pixels: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pixels, "L").save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def read_idx(path: Path) -> np.ndarray:
     """Decode a gzipped IDX file: images (magic 2051) -> N x rows x cols, labels (2049) -> N."""
     with gzip.open(path, "rb") as fh:
@@ -80,24 +89,24 @@ def fetch_fashion_mnist(
         for name, md5 in FILES.items()
     }
     counts: dict[str, dict[str, int]] = {}
-    for split, prefix in (("train", "train"), ("test", "t10k")):
-        images = read_idx(paths[f"{prefix}-images-idx3-ubyte.gz"])
-        labels = read_idx(paths[f"{prefix}-labels-idx1-ubyte.gz"])
-        if len(images) != len(labels) or labels.max(initial=0) >= len(CLASSES):
-            raise DataError(
-                f"fashion_mnist {split}: {len(images)} images, {len(labels)} labels, "
-                f"largest label {labels.max(initial=0)}"
-            )
-        seen = dict.fromkeys(range(len(CLASSES)), 0)
-        for name in CLASSES:
-            (out_dir / split / name).mkdir(parents=True)
-        for i in tqdm(range(len(images)), desc=f"fashion_mnist {split}", unit="img"):
-            label = int(labels[i])
-            if options.per_class and seen[label] >= options.per_class:
-                continue
-            seen[label] += 1
-            Image.fromarray(images[i], "L").save(out_dir / split / CLASSES[label] / f"{i:05d}.png")
-        counts[split] = {CLASSES[k]: v for k, v in seen.items()}
+    with PackWriter(out_dir, sorted(CLASSES)) as pack:
+        for split, prefix in (("train", "train"), ("test", "t10k")):
+            images = read_idx(paths[f"{prefix}-images-idx3-ubyte.gz"])
+            labels = read_idx(paths[f"{prefix}-labels-idx1-ubyte.gz"])
+            if len(images) != len(labels) or labels.max(initial=0) >= len(CLASSES):
+                raise DataError(
+                    f"fashion_mnist {split}: {len(images)} images, {len(labels)} labels, "
+                    f"largest label {labels.max(initial=0)}"
+                )
+            seen = dict.fromkeys(range(len(CLASSES)), 0)
+            for i in tqdm(range(len(images)), desc=f"fashion_mnist {split}", unit="img"):
+                label = int(labels[i])
+                if options.per_class and seen[label] >= options.per_class:
+                    continue
+                seen[label] += 1
+                name = CLASSES[label]
+                pack.add(f"{split}/{name}/{i:05d}.png", name, _png(images[i]), split)
+            counts[split] = {CLASSES[k]: v for k, v in seen.items()}
     return {
         "images": sum(sum(c.values()) for c in counts.values()),
         "classes": list(CLASSES),

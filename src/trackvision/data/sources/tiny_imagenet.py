@@ -7,7 +7,6 @@ test images carry no labels; balance carves validation from ``train/``.
 from __future__ import annotations
 
 import re
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 from tqdm import tqdm
 
 from trackvision.data.fetch import RemoteFile
+from trackvision.data.rawset import PackWriter
 from trackvision.data.sources import FetchContext, register_source
 from trackvision.errors import ConfigError, DataError
 
@@ -70,28 +70,29 @@ def fetch_tiny_imagenet(
         if unknown:
             raise ConfigError(f"data.tiny_imagenet.classes: unknown {sorted(unknown)}")
         wnids = [w for w in wnids if w in wanted or names[w] in wanted]
-    counts = {"train": {}, "test": {}}
-    for wnid in tqdm(wnids, desc="tiny_imagenet train", unit="class"):
-        files = sorted((root / "train" / wnid / "images").glob("*.JPEG"))
-        files = files[: options.per_class] if options.per_class else files
-        dest = out_dir / "train" / names[wnid]
-        dest.mkdir(parents=True)
-        for path in files:
-            shutil.copyfile(path, dest / path.name)
-        counts["train"][names[wnid]] = len(files)
-    for wnid in wnids:
-        (out_dir / "test" / names[wnid]).mkdir(parents=True)
-        counts["test"][names[wnid]] = 0
-    for line in (root / "val" / "val_annotations.txt").read_text(encoding="utf-8").splitlines():
-        parts = line.split("\t")
-        if len(parts) >= 2 and parts[1] in names and parts[1] in wnids:
-            shutil.copyfile(
-                root / "val" / "images" / parts[0], out_dir / "test" / names[parts[1]] / parts[0]
-            )
-            counts["test"][names[parts[1]]] += 1
+    counts: dict[str, dict[str, int]] = {"train": {}, "test": {}}
+    classes = [names[w] for w in wnids]
+    with PackWriter(out_dir, sorted(classes)) as pack:
+        for wnid in tqdm(wnids, desc="tiny_imagenet train", unit="class"):
+            files = sorted((root / "train" / wnid / "images").glob("*.JPEG"))
+            files = files[: options.per_class] if options.per_class else files
+            for path in files:
+                pack.add(
+                    f"train/{names[wnid]}/{path.name}", names[wnid], path.read_bytes(), "train"
+                )
+            counts["train"][names[wnid]] = len(files)
+        counts["test"] = dict.fromkeys(classes, 0)
+        annotations = (root / "val" / "val_annotations.txt").read_text(encoding="utf-8")
+        for line in tqdm(annotations.splitlines(), desc="tiny_imagenet val", unit="img"):
+            parts = line.split("\t")
+            if len(parts) >= 2 and parts[1] in names and parts[1] in wnids:
+                name = names[parts[1]]
+                data = (root / "val" / "images" / parts[0]).read_bytes()
+                pack.add(f"test/{name}/{parts[0]}", name, data, "test")
+                counts["test"][name] += 1
     return {
         "images": sum(sum(c.values()) for c in counts.values()),
-        "classes": [names[w] for w in wnids],
+        "classes": classes,
         "counts": counts,
         "archives": {ARCHIVE.name: {"sha256": sha, "md5": ARCHIVE.md5}},
     }
