@@ -160,7 +160,11 @@ class Config:
 
         opts = dict(self.model_options.get(name) or {})
         overrides = {k: opts.pop(k) for k in list(opts) if k in _TRAIN_KEYS}
-        merged = {**dataclasses.asdict(self.train), **overrides}
+        merged = {
+            **dataclasses.asdict(self.train),
+            "image_size": self.input_side(name),
+            **overrides,
+        }
         train = _train_settings(merged, f"models.{name}")
         pretrained = str(opts.pop("pretrained", "none"))
         if pretrained not in PRETRAINED and not is_weights_path(pretrained):
@@ -170,6 +174,26 @@ class Config:
             )
         check_arch_options(name, opts)
         return ModelSpec(name, train, pretrained, opts)
+
+    def input_side(self, name: str) -> int:
+        """The side model ``name`` is trained and run at: ``models.<name>.image_size`` if set,
+        else the size its pretrained weights were trained at, else ``train.image_size``."""
+        opts = self.model_options.get(name) or {}
+        if "image_size" in opts:
+            return _int(opts, "image_size", f"models.{name}", lo=8, hi=4096)
+        if str(opts.get("pretrained", "none")) != "none":
+            from trackvision.models.zoo import pretrained_input_size
+
+            native = pretrained_input_size(name)
+            if native:
+                return native
+        return self.train.image_size
+
+    @property
+    def decode_size(self) -> int:
+        """The side balance decodes images to: ``data.image_size``, or more when a model's input
+        is larger (a pretrained model at its own resolution), so no model sees upscaled pixels."""
+        return max(self.data.image_size, *(self.input_side(m) for m in self.models))
 
 
 def _fields(cls: type) -> tuple[str, ...]:

@@ -75,6 +75,15 @@ def model_family(name: str) -> str:
     return _MODELS[name].family if name in _MODELS else "timm"
 
 
+def pretrained_input_size(name: str) -> int | None:
+    """The input side a timm model's pretrained weights were trained at (None: ours, or unknown)."""
+    if name in _MODELS:
+        return None
+    cfg = timm.models.get_pretrained_cfg(name, allow_unregistered=True)
+    size = getattr(cfg, "input_size", None) if cfg is not None else None
+    return int(size[-1]) if size else None
+
+
 def check_model_name(name: str, key: str = "train.models") -> None:
     """Raise a ConfigError naming close matches when ``name`` is neither ours nor timm's."""
     if name in _MODELS or timm.is_model(name):

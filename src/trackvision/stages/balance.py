@@ -19,7 +19,7 @@ def balance(config: Config, layout: Layout) -> dict[str, Any]:
     result = build_balanced_set(
         layout.raw(config.data.source),
         channels=config.data.channels,
-        image_size=config.data.image_size,
+        image_size=config.decode_size,
         ratios=config.balance.split,
         strategy=config.balance.strategy,
         seed=config.balance.seed,

@@ -180,7 +180,7 @@ def _train(
             channels,
             spec.train.image_size,
             spec.pretrained,
-            decode_size=config.data.image_size,
+            decode_size=config.decode_size,
         )
         summary = {
             "model": model_name,
@@ -212,7 +212,7 @@ def _train(
         tracker.log_artifact(layout.model_dir(model_name) / "preprocessing.json")
         if config.mlflow.log_model:
             packaged = PackagedClassifier(
-                model.cpu(), preprocess, classes, channels, config.data.image_size
+                model.cpu(), preprocess, classes, channels, config.decode_size
             )
             tracker.log_model(
                 packaged, to_nchw(val_split.images[:2]).numpy(), layout.model_dir(model_name)
