@@ -117,8 +117,9 @@ def _flat_pairs(a: Descriptors, b: Descriptors, rule: Rule) -> Iterator[tuple[in
     fa, fb = np.flatnonzero(a.spread < FLAT_STD), np.flatnonzero(b.spread < FLAT_STD)
     if not len(fa) or not len(fb):
         return
-    for start in range(0, len(fa), 256):
-        rows = fa[start : start + 256]
+    step = max(1, (1 << 24) // (len(fb) * SIDE * SIDE))  # at most 16 M differences at once
+    for start in range(0, len(fa), step):
+        rows = fa[start : start + step]
         diff = np.abs(a.thumbnail[rows, None, :] - b.thumbnail[None, fb, :]).mean(axis=2)
         for r, c in zip(*np.nonzero(diff <= rule.flat_difference), strict=True):
             colour = np.abs(a.chroma[rows[r]] - b.chroma[fb[c]]).max()
