@@ -71,17 +71,24 @@ def _handler(served: Served) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def serve(served: Served) -> Iterator[Served]:
-    """Serve ``served.files`` on 127.0.0.1 (a free port) for the duration of the block."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(served))
-    served.url = f"http://127.0.0.1:{server.server_address[1]}"
+def serve_handler(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """Run ``handler`` on 127.0.0.1 (a free port) for the duration of the block; yields its URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield served
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextmanager
+def serve(served: Served) -> Iterator[Served]:
+    """Serve ``served.files`` on 127.0.0.1 (a free port) for the duration of the block."""
+    with serve_handler(_handler(served)) as url:
+        served.url = url
+        yield served
 
 
 def free_port() -> int:

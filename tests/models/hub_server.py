@@ -4,10 +4,11 @@ headers ``huggingface_hub`` reads (commit, ETag, size): timm's own download path
 from __future__ import annotations
 
 import hashlib
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from tests.loopback import serve_handler
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -57,12 +58,6 @@ def _handler(hub: Hub) -> type[BaseHTTPRequestHandler]:
 @contextmanager
 def serve_hub(files: dict[str, bytes]) -> Iterator[Hub]:
     hub = Hub(files)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(hub))
-    hub.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serve_handler(_handler(hub)) as url:
+        hub.url = url
         yield hub
-    finally:
-        server.shutdown()
-        server.server_close()
