@@ -43,7 +43,8 @@ def _to_mode(img: Image.Image, channels: int) -> Image.Image:
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, rgba)
-    return img.convert("L" if channels == 1 else "RGB")
+    target = "L" if channels == 1 else "RGB"
+    return img if img.mode == target else img.convert(target)
 
 
 def _reason(exc: Exception, data: bytes | None, path: Path) -> str:
@@ -83,7 +84,7 @@ def load_image(
             with Image.open(io.BytesIO(data) if data is not None else path) as img:
                 _draft(img, channels, size)
                 img.load()  # force a full decode: truncated files fail here, not later
-                img = ImageOps.exif_transpose(img) or img
+                ImageOps.exif_transpose(img, in_place=True)
                 img = _to_mode(img, channels)
                 if size is not None and img.size != (size, size):
                     img = img.resize((size, size), Image.Resampling.BICUBIC)
