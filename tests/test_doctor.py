@@ -12,12 +12,14 @@ import pytest
 from PIL import Image
 
 from tests.conftest import tiny_params
-from trackvision import doctor, stages
+from trackvision import doctor
 from trackvision.config import parse_config
 from trackvision.data.sources.synthetic_text import generate_image
 from trackvision.errors import DataError
 from trackvision.evaluation.confidence import bootstrap_f1_interval
 from trackvision.layout import Layout
+from trackvision.stages.balance import balance
+from trackvision.stages.download import download
 
 
 def _levels(findings) -> dict[str, str]:
@@ -151,8 +153,8 @@ def test_balance_stage_reports_copies_in_the_raw_folder(tmp_path: Path, params) 
     p = tiny_params(params, **{"data.source": "folder", "data.min_per_class": 5})
     p["data"]["folder"]["path"] = str(photos)
     config, layout = parse_config(p), Layout(tmp_path)
-    stages.download(config, layout)
-    report = stages.balance(config, layout)
+    download(config, layout)
+    report = balance(config, layout)
     found = {f["code"]: f for f in report["doctor"]["findings"]}
     assert "leakage.near_duplicate" in found, report["doctor"]
     assert report["doctor"]["status"] == "warn"

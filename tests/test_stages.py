@@ -12,11 +12,16 @@ import pytest
 import yaml
 
 from tests.conftest import tiny_params
-from trackvision import stages
 from trackvision.cli import run
 from trackvision.config import parse_config
 from trackvision.data.packed import read_split
 from trackvision.layout import Layout
+from trackvision.stages.augment import augment
+from trackvision.stages.balance import balance
+from trackvision.stages.compare import compare
+from trackvision.stages.download import download
+from trackvision.stages.evaluate import evaluate
+from trackvision.stages.train import train
 
 
 @pytest.fixture
@@ -26,12 +31,12 @@ def tiny_run(tmp_path: Path, params):
     p["mlflow"]["tracking_uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
     config = parse_config(p)
     layout = Layout(tmp_path)
-    stages.download(config, layout)
-    stages.balance(config, layout)
-    stages.augment(config, layout)
-    stages.train(config, layout, "cnn")
-    stages.evaluate(config, layout, "cnn")
-    stages.compare(config, layout)
+    download(config, layout)
+    balance(config, layout)
+    augment(config, layout)
+    train(config, layout, "cnn")
+    evaluate(config, layout, "cnn")
+    compare(config, layout)
     return config, layout
 
 
@@ -42,10 +47,10 @@ def test_stages_write_every_declared_output(tiny_run) -> None:
         rows = list(csv.DictReader(fh))
     assert {r["split"] for r in rows} == {"train", "val", "test"}
     assert len({r["sha256"] for r in rows}) == len(rows)
-    train = read_split(layout.balanced, "train")
+    originals = read_split(layout.balanced, "train")
     augmented = read_split(layout.augmented, "train")
-    assert len(augmented) == 2 * len(train)  # originals + one copy
-    assert (np.asarray(augmented.images[: len(train)]) == np.asarray(train.images)).all()
+    assert len(augmented) == 2 * len(originals)  # originals + one copy
+    assert (np.asarray(augmented.images[: len(originals)]) == np.asarray(originals.images)).all()
     for name in (
         "model.safetensors",
         "model.json",
@@ -127,14 +132,14 @@ def test_an_interrupted_training_resumes_in_the_same_mlflow_run(tiny_run) -> Non
         return tracker
 
     with pytest.raises(KeyboardInterrupt):
-        stages.train(config, layout, "cnn", tracker_factory=interrupting)
+        train(config, layout, "cnn", tracker_factory=interrupting)
     client = MlflowClient(config.mlflow.tracking_uri)
     exp = client.get_experiment_by_name("synthetic_text")
     killed = [r for r in client.search_runs([exp.experiment_id]) if r.info.status == "KILLED"]
     assert len(killed) == 1
     assert list((layout.root / ".trackvision" / "resume").glob("cnn-*.pt"))
 
-    summary = stages.train(config, layout, "cnn")
+    summary = train(config, layout, "cnn")
     assert summary["mlflow_run_id"] == killed[0].info.run_id
     run = client.get_run(killed[0].info.run_id)
     assert run.info.status == "FINISHED"
@@ -149,7 +154,7 @@ def test_an_interrupted_training_resumes_in_the_same_mlflow_run(tiny_run) -> Non
 
 
 def test_subset_trains_on_a_stratified_share_with_its_copies(tiny_run) -> None:
-    from trackvision.stages.train import _training_subset
+    from trackvision.train import _training_subset
 
     config, layout = tiny_run
     spec = config.model("cnn")
@@ -180,10 +185,10 @@ def test_same_params_same_metrics(tmp_path: Path, params) -> None:
     results = []
     for run_dir in ("a", "b"):
         layout = Layout(tmp_path / run_dir)
-        for stage in (stages.download, stages.balance, stages.augment):
+        for stage in (download, balance, augment):
             stage(config, layout)
-        stages.train(config, layout, "cnn")
-        results.append(stages.evaluate(config, layout, "cnn"))
+        train(config, layout, "cnn")
+        results.append(evaluate(config, layout, "cnn"))
     assert results[0]["accuracy"] == results[1]["accuracy"]
     assert results[0]["loss"] == results[1]["loss"]
 
@@ -219,12 +224,12 @@ def test_digits_source_runs_greyscale_through_the_pipeline(tmp_path: Path, param
     p["train"]["hflip"] = False  # a mirrored 2 is not a 2
     config = parse_config(p)
     layout = Layout(tmp_path)
-    for stage in (stages.download, stages.balance, stages.augment):
+    for stage in (download, balance, augment):
         stage(config, layout)
     assert read_split(layout.balanced, "train").images.shape[-1] == 1
     for model in config.models:
-        stages.train(config, layout, model)
-        metrics = stages.evaluate(config, layout, model)
+        train(config, layout, model)
+        metrics = evaluate(config, layout, model)
         assert metrics["classes"] == [str(d) for d in range(10)]
         assert len(metrics["confusion_matrix"]) == 10
     pre = json.loads((layout.model_dir("mobilevit_xxs") / "preprocessing.json").read_text())

@@ -14,13 +14,14 @@ import torch
 import yaml
 
 from tests.conftest import REPO, tiny_project
-from trackvision import stages
 from trackvision.cli import run
 from trackvision.data.packed import read_split
 from trackvision.data.sources.synthetic_text import generate_image
 from trackvision.errors import DataError, ExportError
 from trackvision.models.packaged import load_packaged
 from trackvision.predict import predict_gallery
+from trackvision.stages.evaluate import evaluate
+from trackvision.stages.train import train
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +29,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
     """A tiny pipeline through evaluate (cnn, MLflow into a temp store)."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     config, layout = tiny_project(tmp_path_factory.mktemp("trained"), params)
-    stages.train(config, layout, "cnn")
-    stages.evaluate(config, layout, "cnn")
+    train(config, layout, "cnn")
+    evaluate(config, layout, "cnn")
     return config, layout
 
 

@@ -243,16 +243,16 @@ def test_download_stage_records_archives_and_notices_changes(
     tmp_path, server, published_md5s, params, caplog
 ) -> None:
     from tests.conftest import tiny_params
-    from trackvision import stages
     from trackvision.config import parse_config
     from trackvision.layout import Layout
+    from trackvision.stages.download import download
 
     p = tiny_params(params, **{"data.source": "text_recognition"})
     p["data"]["text_recognition"] = {"per_class": 4, "seed": 0}
     p["download"].update(mirror=server.url, cache_dir=str(tmp_path / "cache"))
     config = parse_config(p)
     layout = Layout(tmp_path / "repo")
-    stages.download(config, layout)
+    download(config, layout)
     summary = json.loads((layout.raw("text_recognition") / "source.json").read_text())
     assert summary["source"] == "text_recognition" and summary["images"] == 8
 
@@ -262,5 +262,5 @@ def test_download_stage_records_archives_and_notices_changes(
             shutil.rmtree(cached) if cached.is_dir() else cached.unlink()
     server.files["MSRA-TD500.zip"] = fake.msra_td500(n_train=13)
     with caplog.at_level("WARNING"):
-        stages.download(config, layout)
+        download(config, layout)
     assert "MSRA-TD500.zip changed since the last run" in caplog.text
