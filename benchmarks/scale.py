@@ -218,6 +218,9 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=REPO / "metrics" / "bench_scale.json")
     parser.add_argument("--no-mlflow", action="store_true")
+    parser.add_argument(
+        "--tracking-uri", default="", help="store for the benchmark's run (default: the project's)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from trackvision.evaluation.footprint import machine
@@ -250,7 +253,7 @@ def main() -> None:
 
         from trackvision.tracking import resolve_tracking_uri
 
-        mlflow.set_tracking_uri(resolve_tracking_uri(""))
+        mlflow.set_tracking_uri(args.tracking_uri or resolve_tracking_uri(""))
         mlflow.set_experiment("benchmarks")
         with mlflow.start_run(run_name="scale: full-size datasets and a photo gallery"):
             mlflow.log_params(results["machine"])
