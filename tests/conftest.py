@@ -55,13 +55,15 @@ def tiny_params(params: dict[str, Any], **overrides: Any) -> dict[str, Any]:
 def tiny_project(root: Path, params: dict[str, Any]) -> tuple[Config, Layout]:
     """A project folder with the tiny params (cnn only, MLflow into ``root``/mlflow.db) in its
     params.yaml and the data stages run: ready for ``train``."""
-    from trackvision import stages
+    from trackvision.stages.augment import augment
+    from trackvision.stages.balance import balance
+    from trackvision.stages.download import download
 
     p = tiny_params(params, **{"train.models": ["cnn"], "mlflow.enabled": True})
     p["mlflow"]["tracking_uri"] = f"sqlite:///{root / 'mlflow.db'}"
     (root / "params.yaml").write_text(yaml.safe_dump(p))
     config, layout = parse_config(p), Layout(root)
-    for stage in (stages.download, stages.balance, stages.augment):
+    for stage in (download, balance, augment):
         stage(config, layout)
     return config, layout
 

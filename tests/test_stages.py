@@ -59,8 +59,20 @@ def test_stages_write_every_declared_output(tiny_run) -> None:
         "train.json",
     ):
         assert (layout.model_dir("cnn") / name).is_file(), name
-    metrics = json.loads((layout.metrics_dir("cnn") / "test.json").read_text())
+    headline = json.loads((layout.metrics_dir("cnn") / "test.json").read_text())
+    assert set(headline) == {
+        "accuracy",
+        "accuracy_ci95_low",
+        "accuracy_ci95_high",
+        "f1_weighted",
+        "loss",
+        "n",
+    }
+    metrics = json.loads((layout.metrics_dir("cnn") / "evaluation.json").read_text())
     assert {"accuracy", "f1_weighted", "loss", "per_class", "confusion_matrix"} <= set(metrics)
+    assert all(headline[k] == metrics[k] for k in ("accuracy", "f1_weighted", "loss", "n"))
+    run = json.loads(layout.run_record("cnn").read_text())
+    assert run["train_seconds"] > 0 and len(run["images_per_s"]) == 2
     assert metrics["n"] == len(read_split(layout.balanced, "test"))
     assert metrics["n_params"] > 0 and metrics["cpu_latency_ms"] > 0
     size = (layout.model_dir("cnn") / "model.safetensors").stat().st_size
@@ -91,7 +103,7 @@ def test_training_run_is_tracked_and_evaluation_joins_it(tiny_run) -> None:
     )
     history = client.get_metric_history(run.info.run_id, "val_accuracy")
     assert [m.step for m in history] == [1, 2]
-    test_json = json.loads((layout.metrics_dir("cnn") / "test.json").read_text())
+    test_json = json.loads((layout.metrics_dir("cnn") / "evaluation.json").read_text())
     assert run.data.metrics["test_accuracy"] == pytest.approx(test_json["accuracy"])
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
     assert "evaluation/confusion.png" in artifacts
@@ -139,8 +151,9 @@ def test_an_interrupted_training_resumes_in_the_same_mlflow_run(tiny_run) -> Non
     assert len(killed) == 1
     assert list((layout.root / ".trackvision" / "resume").glob("cnn-*.pt"))
 
-    summary = train(config, layout, "cnn")
-    assert summary["mlflow_run_id"] == killed[0].info.run_id
+    train(config, layout, "cnn")
+    record = json.loads(layout.run_record("cnn").read_text())
+    assert record["mlflow_run_id"] == killed[0].info.run_id
     run = client.get_run(killed[0].info.run_id)
     assert run.info.status == "FINISHED"
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")]
@@ -154,7 +167,7 @@ def test_an_interrupted_training_resumes_in_the_same_mlflow_run(tiny_run) -> Non
 
 
 def test_subset_trains_on_a_stratified_share_with_its_copies(tiny_run) -> None:
-    from trackvision.train import _training_subset
+    from trackvision.stages.train import _training_subset
 
     config, layout = tiny_run
     spec = config.model("cnn")
@@ -267,3 +280,48 @@ def test_a_full_disk_while_saving_is_a_clear_error_and_leaves_nothing(
     models = tmp_path / "models"
     assert not (models / "cnn").exists()
     assert [p.name for p in models.iterdir()] == []  # the temporary folder is gone too
+
+
+def test_two_trainings_with_the_same_params_write_byte_identical_model_folders(tiny_run) -> None:
+    """models/<model>/ holds only what params, data and code determine: no ids, no timings."""
+    config, layout = tiny_run
+    model_dir = layout.model_dir("cnn")
+    first = {p.name: p.read_bytes() for p in sorted(model_dir.iterdir())}
+    first_run = json.loads(layout.run_record("cnn").read_text())["mlflow_run_id"]
+    train(config, layout, "cnn")
+    second = {p.name: p.read_bytes() for p in sorted(model_dir.iterdir())}
+    assert set(first) == set(second)
+    assert [n for n in first if first[n] != second[n]] == []
+    assert json.loads(layout.run_record("cnn").read_text())["mlflow_run_id"] != first_run
+
+
+def test_a_restored_model_evaluates_in_a_store_that_never_saw_it(tiny_run, tmp_path) -> None:
+    """As after `dvc pull` or an experiment applied from another machine: evaluate records a new
+    run that says where the model came from, and finds the training run where there is one."""
+    from mlflow.tracking import MlflowClient
+
+    from trackvision.training.checkpoint import weights_sha256
+
+    config, layout = tiny_run
+    digest = weights_sha256(layout.model_dir("cnn"))
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    elsewhere = dataclasses.replace(
+        config, mlflow=dataclasses.replace(config.mlflow, tracking_uri=other)
+    )
+    evaluate(elsewhere, layout, "cnn")
+    client = MlflowClient(other)
+    runs = client.search_runs([client.get_experiment_by_name("synthetic_text").experiment_id])
+    assert len(runs) == 1
+    assert runs[0].data.tags["weights_sha256"] == digest
+    assert "restored" in runs[0].data.tags["model_origin"]
+    assert "test_accuracy" in runs[0].data.metrics
+    evaluate(elsewhere, layout, "cnn")  # the second time, that run is found again
+    assert len(client.search_runs([runs[0].info.experiment_id])) == 1
+
+    home = MlflowClient(config.mlflow.tracking_uri)
+    exp = home.get_experiment_by_name("synthetic_text").experiment_id
+    before = len(home.search_runs([exp]))
+    evaluate(config, layout, "cnn")  # the store that trained it: its training run, no new one
+    tagged = home.search_runs([exp], filter_string=f"tags.weights_sha256 = '{digest}'")
+    assert len(home.search_runs([exp])) == before and len(tagged) == 1
+    assert "model_origin" not in tagged[0].data.tags

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 
 import pytest
 import torch
@@ -11,7 +12,8 @@ import torch
 from tests.conftest import tiny_params
 from trackvision.config import parse_config
 from trackvision.errors import TrackingError
-from trackvision.tracking import RetryingTracker, open_tracker
+from trackvision.tracking import open_tracker
+from trackvision.tracking.retry import RetryingTracker
 
 from .training.test_loop import SETTINGS, fit_toy
 
@@ -64,12 +66,29 @@ def test_training_survives_an_outage_and_the_run_fails_clearly_at_the_end() -> N
 
 
 def test_a_store_back_before_the_end_gets_everything_in_order() -> None:
-    store = _Store(down=lambda n: 3 <= n <= 5)  # calls 3-5 fail; close flushes all
+    store = _Store(down=lambda n: 3 <= n <= 5)  # calls 3-5 fail, then the store is back
     tracker = RetryingTracker(store, "http://x", retries=1, backoff=0.0, retry_every=0)
     for step in range(1, 6):
         tracker.log_metrics({"a": 1.0}, step=step)
+    deadline = time.monotonic() + 10
+    while len(store.recorded) < 5 and time.monotonic() < deadline:  # delivered in the background
+        time.sleep(0.01)
     tracker.close()
     assert store.recorded == [1, 2, 3, 4, 5]
+
+
+def test_retries_never_wait_in_the_training_thread() -> None:
+    """An outage with long back-offs: every call returns at once; the queue waits, not training."""
+    store = _Store(down=lambda n: True)
+    tracker = RetryingTracker(store, "http://x", retries=3, backoff=5.0, retry_every=30.0)
+    start = time.monotonic()
+    for step in range(1, 21):
+        tracker.log_metrics({"a": 1.0}, step=step)
+    assert time.monotonic() - start < 0.5
+    start = time.monotonic()
+    with pytest.raises(TrackingError, match="20 call"):
+        tracker.close()
+    assert time.monotonic() - start < 5  # closing cuts the back-off short; one last attempt
 
 
 def test_an_unreachable_server_fails_before_any_work(params, monkeypatch) -> None:
@@ -99,7 +118,7 @@ def test_each_evaluated_run_becomes_a_version_and_champion_follows_the_best(
     import mlflow
     import numpy as np
 
-    from trackvision.tracking import MlflowTracker
+    from trackvision.tracking.mlflow_adapter import MlflowTracker
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     images = np.random.default_rng(0).integers(0, 256, (4, 3, 12, 12), dtype=np.uint8)
@@ -139,7 +158,7 @@ def test_a_model_torch_export_cannot_trace_is_logged_as_a_pickle_with_a_warning(
     import mlflow
     import numpy as np
 
-    from trackvision.tracking import MlflowTracker
+    from trackvision.tracking.mlflow_adapter import MlflowTracker
 
     def untraceable(*args, **kwargs):
         raise RuntimeError("data-dependent control flow")

@@ -180,7 +180,7 @@ def test_export_matches_pytorch_and_is_recorded_in_mlflow(trained, tmp_path, fmt
         got = module(torch.from_numpy(val)).detach().numpy()
     np.testing.assert_allclose(got, expected, atol=1e-4)
 
-    run_id = json.loads((layout.model_dir("cnn") / "train.json").read_text())["mlflow_run_id"]
+    run_id = json.loads(layout.run_record("cnn").read_text())["mlflow_run_id"]
     mlflow_run = MlflowClient(config.mlflow.tracking_uri).get_run(run_id)
     assert mlflow_run.data.metrics[f"export_{fmt}_mb"] == pytest.approx(result.size_mb)
     assert mlflow_run.data.metrics[f"export_{fmt}_latency_ms"] == pytest.approx(result.latency_ms)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
 from trackvision.allocator import tune_allocator
-from trackvision.errors import TrackvisionError
+from trackvision.errors import TrackingError, TrackvisionError
 
 log = logging.getLogger("trackvision")
 
@@ -81,10 +82,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _process_settings() -> None:
+    """What this process is, set once by the entry point, before any library code runs."""
     # Before the first tensor exists, so that huge pages apply to every one (see allocator.py).
     tune_allocator()
+    # MLflow's own HTTP retries back off for minutes; ours (tracking/retry.py) keep training going.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+
+
+def ui_command(tracking_uri: str, root: Path, host: str, port: int) -> list[str]:
+    """The ``mlflow server`` command that serves the UI over a local store, artifacts included.
+
+    Runs pin their artifacts next to the store (``mlruns/``); runs created through this server
+    (a team's clients) put theirs in ``mlartifacts/``, served by the same process.
+    """
+    if tracking_uri.startswith(("http://", "https://", "databricks")):
+        raise TrackingError(
+            f"the tracking store is already a server ({tracking_uri}): open it in a browser"
+        )
+    return [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        tracking_uri,
+        "--artifacts-destination",
+        str(root / "mlartifacts"),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _process_settings()
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -108,10 +145,8 @@ def run(argv: list[str] | None = None) -> int:
             log.info("%s: valid", args.params)
             return 0
         if args.stage == "ui":
-            import os
-
             from trackvision.layout import repo_root
-            from trackvision.tracking import resolve_tracking_uri, ui_command
+            from trackvision.tracking import resolve_tracking_uri
 
             command = ui_command(
                 resolve_tracking_uri(config.mlflow.tracking_uri), repo_root(), args.host, args.port
@@ -121,7 +156,8 @@ def run(argv: list[str] | None = None) -> int:
             os.execv(command[0], command)  # the server replaces this process: Ctrl-C stops it
         if args.stage == "learning-curve":
             from trackvision.experiments.learning_curve import curve_points, write_learning_curve
-            from trackvision.tracking import finished_runs, resolve_tracking_uri
+            from trackvision.experiments.runs import finished_runs
+            from trackvision.tracking import resolve_tracking_uri
 
             runs = finished_runs(
                 resolve_tracking_uri(config.mlflow.tracking_uri), config.data.source

@@ -171,15 +171,15 @@ def export_command(
     # Timed like evaluate times the PyTorch model, so the two latencies compare.
     repeats = config.evaluate.latency_repeats if config else LATENCY_REPEATS_WITHOUT_PARAMS
     result = export_model(classifier, fmt, out, check_images(root, classifier), repeats)
-    train_json = Path(model_ref) / "train.json"
-    run_id = None
-    if config is not None and config.mlflow.enabled and train_json.is_file():
-        run_id = json.loads(train_json.read_text(encoding="utf-8")).get("mlflow_run_id")
-    if run_id:
+    model_dir = Path(model_ref)
+    if config is not None and config.mlflow.enabled and (model_dir / "model.safetensors").is_file():
+        # The run that trained these weights, or a new one saying where they came from.
         from trackvision.tracking import closing_run, open_tracker
+        from trackvision.training.checkpoint import weights_sha256
 
-        family = json.loads((Path(model_ref) / "model.json").read_text(encoding="utf-8"))["family"]
-        with closing_run(open_tracker(config, name, family, run_id=run_id)) as tracker:
+        family = json.loads((model_dir / "model.json").read_text(encoding="utf-8"))["family"]
+        digest = weights_sha256(model_dir)
+        with closing_run(open_tracker(config, name, family, weights_sha256=digest)) as tracker:
             tracker.log_metrics(
                 {
                     f"export_{fmt}_mb": result.size_mb,

@@ -37,6 +37,10 @@ class Layout:
     def metrics_dir(self, model: str) -> Path:
         return self.root / "metrics" / model
 
+    def run_record(self, model: str) -> Path:
+        """What varies run to run (seconds, images/s, the MLflow run): never in models/."""
+        return self.metrics_dir(model) / "run.json"
+
     @property
     def balance_report(self) -> Path:
         return self.root / "metrics" / "balance.json"

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from trackvision.data.balance import build_balanced_set, stratified_split
+from trackvision.data.balance import build_balanced_set
+from trackvision.data.splits import stratified_split
 from trackvision.errors import DataError
 
 RATIOS = {"train": 0.6, "val": 0.2, "test": 0.2}

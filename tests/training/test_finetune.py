@@ -197,7 +197,7 @@ def test_a_state_file_is_never_unpickled(tmp_path) -> None:
 
 
 def test_stratified_subset_keeps_each_class_share() -> None:
-    from trackvision.data.balance import stratified_subset
+    from trackvision.data.splits import stratified_subset
 
     labels = np.array([0] * 60 + [1] * 40)
     keep = stratified_subset(labels, 0.25, seed=3)

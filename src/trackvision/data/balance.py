@@ -21,6 +21,7 @@ from tqdm import tqdm
 from trackvision.data.images import ImageDecodeError, load_image
 from trackvision.data.packed import SPLITS, Split
 from trackvision.data.rawset import RawItem, read_raw
+from trackvision.data.splits import stratified_split
 from trackvision.errors import DataError
 
 STRATEGIES = ("undersample", "oversample", "none")
@@ -74,40 +75,6 @@ def decode_items(
     # spawn, not fork: the parent may hold torch's thread pools, which do not survive a fork.
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         yield from pool.map(_decode_one, jobs, chunksize=64)
-
-
-def stratified_split(labels: np.ndarray, ratios: dict[str, float], seed: int) -> np.ndarray:
-    """Assign each index a split name, class by class, so every split keeps the class mix."""
-    rng = np.random.default_rng(seed)
-    assignment = np.empty(len(labels), dtype=object)
-    for label in np.unique(labels):
-        idx = np.flatnonzero(labels == label)
-        rng.shuffle(idx)
-        n = len(idx)
-        n_test = round(n * ratios["test"])
-        n_val = round(n * ratios["val"])
-        # Every split with a non-zero ratio gets at least one image of each class when it can.
-        if n >= 3:
-            n_test = max(n_test, 1) if ratios["test"] > 0 else 0
-            n_val = max(n_val, 1) if ratios["val"] > 0 else 0
-        n_train = n - n_test - n_val
-        assignment[idx[:n_train]] = "train"
-        assignment[idx[n_train : n_train + n_val]] = "val"
-        assignment[idx[n_train + n_val :]] = "test"
-    return assignment
-
-
-def stratified_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Sorted indices of ``fraction`` of each class (at least one image per class), seeded."""
-    labels = np.asarray(labels)
-    if fraction >= 1.0:
-        return np.arange(len(labels))
-    rng = np.random.default_rng(seed)
-    keep = [
-        rng.choice(members, max(1, round(len(members) * fraction)), replace=False)
-        for members in (np.flatnonzero(labels == c) for c in np.unique(labels))
-    ]
-    return np.sort(np.concatenate(keep))
 
 
 def rebalance(

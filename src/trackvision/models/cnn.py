@@ -45,14 +45,4 @@ class ReportCNN(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = self.features(x)
-        if features.requires_grad and features.is_contiguous(memory_format=torch.channels_last):
-            # Flatten hands its gradient back in NCHW, and the CPU max-pool backward picks its
-            # kernel by the gradient's layout: it copied its input, indices and result across
-            # layouts (2% of a bf16 step). The same values, in the layout of the pool's input.
-            features.register_hook(_channels_last)
-        return self.head(features)
-
-
-def _channels_last(grad: torch.Tensor) -> torch.Tensor:
-    return grad.contiguous(memory_format=torch.channels_last)
+        return self.head(self.features(x))

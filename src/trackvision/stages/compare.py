@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 from trackvision import atomic
 from trackvision.config import Config
@@ -49,15 +50,19 @@ def overlap_sentence(rows: list[dict]) -> str:
     return text
 
 
+def _read(path: Path, stage: str) -> dict:
+    if not path.is_file():
+        raise DataError(f"{path}: missing; run {stage}")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
 def compare(config: Config, layout: Layout) -> str:
     """A table of every model's test metrics, best first: ``reports/compare.md`` and ``.json``."""
     rows = []
     for name in config.models:
-        path = layout.metrics_dir(name) / "test.json"
-        if not path.is_file():
-            raise DataError(f"{path}: missing; run the evaluate stage for {name}")
-        m = json.loads(path.read_text(encoding="utf-8"))
-        train_info = json.loads((layout.model_dir(name) / "train.json").read_text(encoding="utf-8"))
+        m = _read(layout.metrics_dir(name) / "evaluation.json", f"the evaluate stage for {name}")
+        train_info = _read(layout.model_dir(name) / "train.json", f"the train stage for {name}")
+        run = _read(layout.run_record(name), f"the train stage for {name}")
         rows.append(
             {
                 "model": name,
@@ -72,7 +77,7 @@ def compare(config: Config, layout: Layout) -> str:
                 "model_size_mb": m.get("model_size_mb"),
                 "cpu_latency_ms": m.get("cpu_latency_ms"),
                 "best_epoch": train_info["best_epoch"],
-                "train_seconds": train_info["train_seconds"],
+                "train_seconds": run.get("train_seconds"),
             }
         )
     rows.sort(key=lambda r: -r["accuracy"])
@@ -87,8 +92,8 @@ def compare(config: Config, layout: Layout) -> str:
         f"| {r['model']} | {r['accuracy']:.4f} | {_interval(r['accuracy_ci95'])} | "
         f"{r['f1_weighted']:.4f} | {_interval(r['f1_weighted_ci95'])} | {r['loss']:.4f} | "
         f"{r['n_test']} | {r['n_params']:,} | {_num(r['model_size_mb'], '.2f')} | "
-        f"{_num(r['cpu_latency_ms'], '.2f')} | {r['best_epoch']} | {r['train_seconds']:.1f} | "
-        f"{r['doctor']} |"
+        f"{_num(r['cpu_latency_ms'], '.2f')} | {r['best_epoch']} | "
+        f"{_num(r['train_seconds'], '.1f')} | {r['doctor']} |"
         for r in rows
     ]
     lines += ["", overlap_sentence(rows)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,12 +12,13 @@ import torch
 
 from trackvision import atomic, doctor
 from trackvision.config import Config
-from trackvision.data.packed import read_classes, read_split
+from trackvision.data.packed import Split, read_classes, read_split
 from trackvision.errors import DataError
 from trackvision.layout import Layout
 from trackvision.models.inference import pick_device, predict_logits, to_nchw
-from trackvision.tracking import NullTracker, TrackerFactory, closing_run, open_tracker
-from trackvision.training.checkpoint import load_checkpoint
+from trackvision.models.preprocessing import Preprocessing
+from trackvision.tracking import Tracker, TrackerFactory, closing_run, open_tracker
+from trackvision.training.checkpoint import ModelCard, load_checkpoint, weights_sha256
 
 log = logging.getLogger(__name__)
 
@@ -29,19 +31,24 @@ def _balance_doctor(layout: Layout) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8")).get("doctor", {})
 
 
+HEADLINE = ("accuracy", "f1_weighted", "loss", "n")  # what `dvc exp show` compares runs by
+
+
+def headline(metrics: dict[str, Any]) -> dict[str, float]:
+    """test.json, the DVC metrics: the figures a person compares experiments by, nothing that
+    changes between identical runs."""
+    low, high = metrics["accuracy_ci95"]
+    return {
+        **{k: metrics[k] for k in HEADLINE},
+        "accuracy_ci95_low": low,
+        "accuracy_ci95_high": high,
+    }
+
+
 def evaluate(
     config: Config, layout: Layout, model_name: str, tracker_factory: TrackerFactory = open_tracker
 ) -> dict[str, Any]:
     """Score one trained model on the test split; add the results to its training run."""
-    # Imported here: scikit-learn and matplotlib cost seconds that the other stages need not pay.
-    from trackvision.evaluation.footprint import footprint
-    from trackvision.evaluation.metrics import (
-        classification_metrics,
-        confusion_records,
-        text_report,
-    )
-    from trackvision.evaluation.plots import confusion_png, curves_png, errors_png
-
     model_dir = layout.model_dir(model_name)
     model, card, preprocess = load_checkpoint(model_dir)
     test = read_split(layout.balanced, "test")
@@ -51,20 +58,14 @@ def evaluate(
             f"{model_dir}: trained on classes {card.classes}, but the data has {classes}; "
             "retrain (dvc repro)"
         )
-    device = pick_device(config.train.device)
+    device = pick_device(config.model(model_name).train.device)
     labels = torch.from_numpy(np.asarray(test.labels))
     logits = predict_logits(
         model.to(device), to_nchw(test.images), preprocess, config.evaluate.batch_size, device
     )
-    metrics = classification_metrics(logits, labels, classes)
-    metrics["model"] = model_name
-    # What it costs on a small device: the question the thesis asked of MobileViT.
-    example = preprocess(to_nchw(test.images[:1]))
-    metrics.update(
-        footprint(model, model_dir / "model.safetensors", example, config.evaluate.latency_repeats)
+    metrics = _score(
+        config, model_name, classes, model, model_dir, preprocess, test, logits, labels
     )
-    history = json.loads((model_dir / "history.json").read_text(encoding="utf-8"))
-
     confidence, predicted = logits.softmax(dim=1).max(dim=1)
     y_true, y_pred = labels.numpy(), predicted.numpy()
     findings = [
@@ -75,73 +76,15 @@ def evaluate(
         *doctor.check_too_good(int((y_true == y_pred).sum()), len(y_pred)),
     ]
     metrics["doctor_status"] = doctor.status(findings)
-
     out = layout.metrics_dir(model_name)
-    doctor.write(findings, out / "doctor.json")
-    atomic.write_json(out / "test.json", metrics)
-    atomic.write_json(out / "confusion.json", confusion_records(y_true, y_pred, classes))
-    atomic.write_text(out / "report.txt", text_report(metrics))
-    with atomic.atomic_path(out / "confusion.png") as tmp:
-        confusion_png(
-            metrics["confusion_matrix"],
-            classes,
-            tmp,
-            f"{model_name}\ntest accuracy {metrics['accuracy']:.3f} (n={metrics['n']})",
-        )
-    with atomic.atomic_path(out / "curves.png") as tmp:
-        curves_png(history, tmp, model_name)
-    with atomic.atomic_path(out / "errors.png") as tmp:  # what a person looks at first
-        errors_png(
-            np.asarray(test.images),
-            y_true,
-            y_pred,
-            confidence.numpy(),
-            classes,
-            tmp,
-            model_name,
-        )
-
-    run_id = json.loads((model_dir / "train.json").read_text(encoding="utf-8")).get("mlflow_run_id")
-    tracker = (
-        tracker_factory(config, model_name, card.family, run_id=run_id) if run_id else NullTracker()
+    _write_evaluation(out, model_dir, metrics, findings, test.images, y_true, y_pred, confidence)
+    tracker = tracker_factory(
+        config, model_name, card.family, weights_sha256=weights_sha256(model_dir)
     )
     with closing_run(tracker):
-        tracker.log_metrics(
-            {
-                **{
-                    f"test_{k}": metrics[k] for k in ("accuracy", "f1_weighted", "f1_macro", "loss")
-                },
-                **{k: metrics[k] for k in ("model_size_mb", "cpu_latency_ms")},
-                # Error bars beside the numbers, so the UI shows what n=121 means.
-                "test_accuracy_ci95_low": metrics["accuracy_ci95"][0],
-                "test_accuracy_ci95_high": metrics["accuracy_ci95"][1],
-                "test_f1_weighted_ci95_low": metrics["f1_weighted_ci95"][0],
-                "test_f1_weighted_ci95_high": metrics["f1_weighted_ci95"][1],
-                "test_n": metrics["n"],
-            }
-        )
-        for name in (
-            "test.json",
-            "report.txt",
-            "confusion.png",
-            "curves.png",
-            "errors.png",
-            "confusion.json",
-            "doctor.json",
-        ):
-            tracker.log_artifact(out / name, "evaluation")
-        tracker.set_tags(doctor.mlflow_tags(findings))
-        if config.mlflow.log_model and config.mlflow.registered_model:
-            tracker.register_model(
-                config.mlflow.registered_model.format(source=config.data.source),
-                {
-                    "test_accuracy": f"{metrics['accuracy']:.6f}",
-                    "n_test": str(metrics["n"]),
-                    "model_name": model_name,
-                    "data_source": config.data.source,
-                },
-                rank_by="test_accuracy",
-            )
+        if tracker.restored:  # trained elsewhere: this store gets the model to register
+            _record_restored(config, tracker, model_dir, model, card, preprocess, test)
+        _record(config, tracker, out, model_name, metrics, findings)
     doctor.report(f"evaluate {model_name}", findings)
     doctor.enforce(findings, config.doctor.strict, f"evaluate {model_name}", out / "doctor.json")
     log.info(
@@ -152,3 +95,134 @@ def evaluate(
         metrics["n"],
     )
     return metrics
+
+
+def _score(
+    config: Config,
+    model_name: str,
+    classes: list[str],
+    model: torch.nn.Module,
+    model_dir: Path,
+    preprocess: Preprocessing,
+    test: Split,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+) -> dict[str, Any]:
+    """Every test figure, and what the model costs on a small device (the thesis's question)."""
+    # Imported here: these cost seconds that the other stages need not pay.
+    from trackvision.evaluation.footprint import footprint
+    from trackvision.evaluation.metrics import classification_metrics
+
+    metrics = classification_metrics(logits, labels, classes)
+    metrics["model"] = model_name
+    example = preprocess(to_nchw(test.images[:1]))
+    metrics.update(
+        footprint(model, model_dir / "model.safetensors", example, config.evaluate.latency_repeats)
+    )
+    return metrics
+
+
+def _write_evaluation(
+    out: Path,
+    model_dir: Path,
+    metrics: dict[str, Any],
+    findings: list[doctor.Finding],
+    images: np.ndarray,
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    confidence: torch.Tensor,
+) -> None:
+    """metrics/<model>/: the headline (test.json), the details, the plots and the report."""
+    from trackvision.evaluation.metrics import confusion_records, text_report
+    from trackvision.evaluation.plots import confusion_png, curves_png, errors_png
+
+    name, classes = metrics["model"], metrics["classes"]
+    doctor.write(findings, out / "doctor.json")
+    atomic.write_json(out / "test.json", headline(metrics))
+    atomic.write_json(out / "evaluation.json", metrics)
+    atomic.write_json(out / "confusion.json", confusion_records(y_true, y_pred, classes))
+    atomic.write_text(out / "report.txt", text_report(metrics))
+    with atomic.atomic_path(out / "confusion.png") as tmp:
+        title = f"{name}\ntest accuracy {metrics['accuracy']:.3f} (n={metrics['n']})"
+        confusion_png(metrics["confusion_matrix"], classes, tmp, title)
+    history = json.loads((model_dir / "history.json").read_text(encoding="utf-8"))
+    with atomic.atomic_path(out / "curves.png") as tmp:
+        curves_png(history, tmp, name)
+    with atomic.atomic_path(out / "errors.png") as tmp:  # what a person looks at first
+        errors_png(np.asarray(images), y_true, y_pred, confidence.numpy(), classes, tmp, name)
+
+
+def _record_restored(
+    config: Config,
+    tracker: Tracker,
+    model_dir: Path,
+    model: torch.nn.Module,
+    card: ModelCard,
+    preprocess: Preprocessing,
+    test: Split,
+) -> None:
+    """A new run for a model this store never saw train: what it is, and the model itself."""
+    from trackvision.models.packaged import PackagedClassifier
+
+    tracker.log_params(
+        {
+            "model.name": card.name,
+            "model.family": card.family,
+            "model.pretrained": card.pretrained,
+            "model.image_size": card.image_size,
+        }
+    )
+    if config.mlflow.log_model:
+        packaged = PackagedClassifier(
+            model.cpu(), preprocess, card.classes, card.in_chans, card.decode_size
+        )
+        tracker.log_model(packaged, to_nchw(test.images[:2]).numpy(), model_dir)
+
+
+def _record(
+    config: Config,
+    tracker: Tracker,
+    out: Path,
+    model_name: str,
+    metrics: dict[str, Any],
+    findings: list[doctor.Finding],
+) -> None:
+    """The scores beside the training in the model's run; a new registry version."""
+    tracker.log_metrics(
+        {
+            **{f"test_{k}": metrics[k] for k in ("accuracy", "f1_weighted", "f1_macro", "loss")},
+            **{k: metrics[k] for k in ("model_size_mb", "cpu_latency_ms")},
+            # Error bars beside the numbers, so the UI shows what a small test set means.
+            "test_accuracy_ci95_low": metrics["accuracy_ci95"][0],
+            "test_accuracy_ci95_high": metrics["accuracy_ci95"][1],
+            "test_f1_weighted_ci95_low": metrics["f1_weighted_ci95"][0],
+            "test_f1_weighted_ci95_high": metrics["f1_weighted_ci95"][1],
+            "test_n": metrics["n"],
+        }
+    )
+    for name in EVALUATION_ARTIFACTS:
+        tracker.log_artifact(out / name, "evaluation")
+    tracker.set_tags(doctor.mlflow_tags(findings))
+    if config.mlflow.log_model and config.mlflow.registered_model:
+        tracker.register_model(
+            config.mlflow.registered_model.format(source=config.data.source),
+            {
+                "test_accuracy": f"{metrics['accuracy']:.6f}",
+                "n_test": str(metrics["n"]),
+                "model_name": model_name,
+                "data_source": config.data.source,
+            },
+            rank_by="test_accuracy",
+        )
+
+
+EVALUATION_ARTIFACTS = (
+    "test.json",
+    "evaluation.json",
+    "report.txt",
+    "confusion.png",
+    "curves.png",
+    "errors.png",
+    "confusion.json",
+    "doctor.json",
+)

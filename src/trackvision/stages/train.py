@@ -12,16 +12,24 @@ import torch
 
 from trackvision import atomic, doctor
 from trackvision.config import Config, ModelSpec
-from trackvision.data.balance import stratified_subset
 from trackvision.data.packed import Split, read_classes, read_split
+from trackvision.data.splits import stratified_subset
 from trackvision.errors import DataError
 from trackvision.layout import Layout
 from trackvision.models.inference import pick_device, to_nchw
 from trackvision.models.packaged import PackagedClassifier
 from trackvision.models.preprocessing import Preprocessing, resolve_preprocessing
 from trackvision.models.zoo import create_model, model_family
-from trackvision.tracking import NullTracker, TrackerFactory, closing_run, flatten, open_tracker
-from trackvision.training.checkpoint import ModelCard, ResumeFile, save_checkpoint
+from trackvision.tracking import (
+    NullTracker,
+    Tracker,
+    TrackerFactory,
+    closing_run,
+    flatten,
+    open_tracker,
+)
+from trackvision.tracking.mlflow_adapter import WEIGHTS_TAG
+from trackvision.training.checkpoint import ModelCard, ResumeFile, save_checkpoint, weights_sha256
 from trackvision.training.distributed import (
     World,
     current_world,
@@ -29,7 +37,7 @@ from trackvision.training.distributed import (
     leave_world,
     weights_digest,
 )
-from trackvision.training.loop import fit
+from trackvision.training.loop import FitResult, fit
 
 log = logging.getLogger(__name__)
 
@@ -138,32 +146,36 @@ def _train(
     )
     family = model_family(model_name)
     preprocess = resolve_preprocessing(model, family, channels, spec.train.image_size)
-    n_params = sum(p.numel() for p in model.parameters())
-
+    card = ModelCard(
+        model_name,
+        family,
+        spec.arch,
+        classes,
+        channels,
+        spec.train.image_size,
+        spec.pretrained,
+        decode_size=int(val_split.images.shape[1]),  # as balance decoded them
+    )
     params = {
         **_run_params(config, spec, family, preprocess.to_dict()),
         "data.manifest_sha256": _manifest_sha256(layout),
     }
-    fingerprint = _fingerprint(params)
-    resume = ResumeFile(layout.resume_state(model_name, fingerprint), fingerprint)
-    saved = resume.load()
-    run_id = (saved or {}).get("run_id") or None  # a resumed run continues its MLflow run
-    tracker = NullTracker()
-    if world.is_main:
-        tracker = tracker_factory(config, model_name, family, run_id=run_id)
-    with closing_run(tracker):
-        tracker.log_params(
+    resume = ResumeFile(layout.resume_state(model_name, _fingerprint(params)), _fingerprint(params))
+    run_id = (resume.load() or {}).get("run_id") or None  # a resumed run continues its MLflow run
+    tracker = tracker_factory(config, model_name, family, run_id=run_id) if world.is_main else None
+    with closing_run(tracker or NullTracker()) as run:
+        run.log_params(
             {
                 **params,
                 "data.classes": ",".join(classes),
                 "data.n_train": len(train_split),
                 "data.n_val": len(val_split),
-                "model.n_params": n_params,
+                "model.n_params": sum(p.numel() for p in model.parameters()),
                 "device": str(device),
             }
         )
         result = fit(
-            model, train_split, val_split, spec.train, preprocess, device, tracker, resume, world
+            model, train_split, val_split, spec.train, preprocess, device, run, resume, world
         )
         if world.distributed:  # DDP keeps ranks in step: the digests show it
             log.info(
@@ -172,53 +184,13 @@ def _train(
         model.load_state_dict(result.best_state)
         if not world.is_main:
             return {"model": model_name, "rank": world.rank}
-        card = ModelCard(
-            model_name,
-            family,
-            spec.arch,
-            classes,
-            channels,
-            spec.train.image_size,
-            spec.pretrained,
-            decode_size=config.decode_size,
-        )
-        summary = {
-            "model": model_name,
-            "best_epoch": result.best_epoch,
-            "best_val_accuracy": result.best_val_accuracy,
-            "epochs_run": len(result.history),
-            "stopped_early": result.stopped_early,
-            "train_seconds": round(result.seconds, 2),
-            "n_params": n_params,
-            "mlflow_run_id": tracker.run_id,
-        }
         findings = _fit_findings(model, spec, preprocess, result.history, train_split, val_split)
-        with atomic.atomic_path(layout.model_dir(model_name)) as tmp:
-            save_checkpoint(tmp, result.best_state, card, preprocess)
-            atomic.write_json(tmp / "history.json", result.history)
-            atomic.write_json(tmp / "train.json", summary)
-            doctor.write(findings, tmp / "doctor.json")
-        atomic.write_csv(
-            layout.metrics_dir(model_name) / "history.csv", result.history, list(result.history[0])
-        )
-        tracker.log_metrics(
-            {
-                "best_val_accuracy": result.best_val_accuracy,
-                "best_epoch": result.best_epoch,
-                "train_seconds": result.seconds,
-            }
-        )
-        tracker.set_tags(doctor.mlflow_tags(findings))
-        tracker.log_artifact(layout.model_dir(model_name) / "preprocessing.json")
-        if config.mlflow.log_model:
-            packaged = PackagedClassifier(
-                model.cpu(), preprocess, classes, channels, config.decode_size
-            )
-            tracker.log_model(
-                packaged, to_nchw(val_split.images[:2]).numpy(), layout.model_dir(model_name)
-            )
+        summary = _write_model(layout, model, card, preprocess, result, findings)
+        _record(config, layout, run, model, card, preprocess, result, findings, val_split)
     doctor.report(f"train {model_name}", findings)
     resume.clear()  # the outputs are written: nothing left to resume
+    where = layout.model_dir(model_name) / "doctor.json"
+    doctor.enforce(findings, config.doctor.strict, f"train {model_name}", where)
     log.info(
         "train %s: best val accuracy %.4f at epoch %d",
         model_name,
@@ -226,3 +198,71 @@ def _train(
         result.best_epoch,
     )
     return summary
+
+
+def _write_model(
+    layout: Layout,
+    model: torch.nn.Module,
+    card: ModelCard,
+    preprocess: Preprocessing,
+    result: FitResult,
+    findings: list[doctor.Finding],
+) -> dict[str, Any]:
+    """models/<model>/: only what the params, the data and the code determine, so a faithful
+    reproduction writes the same bytes."""
+    summary = {
+        "model": card.name,
+        "best_epoch": result.best_epoch,
+        "best_val_accuracy": result.best_val_accuracy,
+        "epochs_run": len(result.history),
+        "stopped_early": result.stopped_early,
+        "n_params": sum(p.numel() for p in model.parameters()),
+    }
+    with atomic.atomic_path(layout.model_dir(card.name)) as tmp:
+        save_checkpoint(tmp, result.best_state, card, preprocess)
+        atomic.write_json(tmp / "history.json", result.history)
+        atomic.write_json(tmp / "train.json", summary)
+        doctor.write(findings, tmp / "doctor.json")
+    atomic.write_csv(
+        layout.metrics_dir(card.name) / "history.csv", result.history, list(result.history[0])
+    )
+    return summary
+
+
+def _record(
+    config: Config,
+    layout: Layout,
+    run: Tracker,
+    model: torch.nn.Module,
+    card: ModelCard,
+    preprocess: Preprocessing,
+    result: FitResult,
+    findings: list[doctor.Finding],
+    val_split: Split,
+) -> None:
+    """What varies run to run goes to MLflow and metrics/<model>/run.json, never to models/."""
+    model_dir = layout.model_dir(card.name)
+    digest = weights_sha256(model_dir)
+    atomic.write_json(
+        layout.run_record(card.name),
+        {
+            "train_seconds": round(result.seconds, 2),
+            "images_per_s": [round(x, 1) for x in result.images_per_s],
+            "mlflow_run_id": run.run_id,
+            WEIGHTS_TAG: digest,
+        },
+    )
+    run.log_metrics(
+        {
+            "best_val_accuracy": result.best_val_accuracy,
+            "best_epoch": result.best_epoch,
+            "train_seconds": result.seconds,
+        }
+    )
+    run.set_tags({WEIGHTS_TAG: digest, **doctor.mlflow_tags(findings)})
+    run.log_artifact(model_dir / "preprocessing.json")
+    if config.mlflow.log_model:
+        packaged = PackagedClassifier(
+            model.cpu(), preprocess, card.classes, card.in_chans, card.decode_size
+        )
+        run.log_model(packaged, to_nchw(val_split.images[:2]).numpy(), model_dir)

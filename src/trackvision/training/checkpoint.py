@@ -6,9 +6,10 @@ and ``preprocessing.json``. Loading never unpickles anything.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,15 @@ def save_checkpoint(
     preprocessing.save(directory / "preprocessing.json")
 
 
+def weights_sha256(directory: Path) -> str:
+    """The sha256 of a checkpoint's weights file: which model this is, in any tracking store."""
+    digest = hashlib.sha256()
+    with open(directory / "model.safetensors", "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def load_checkpoint(directory: Path) -> tuple[nn.Module, ModelCard, Preprocessing]:
     """Rebuild the model saved in ``directory`` with its weights, in eval mode."""
     weights = directory / "model.safetensors"
@@ -77,7 +87,7 @@ def load_checkpoint(directory: Path) -> tuple[nn.Module, ModelCard, Preprocessin
     return model.eval(), card, Preprocessing.load(directory / "preprocessing.json")
 
 
-@dataclass(frozen=True)
+@dataclass
 class ResumeFile:
     """Where a run's full training state goes after every epoch, and what it must match.
 
@@ -89,9 +99,16 @@ class ResumeFile:
 
     path: Path
     fingerprint: str
+    _loaded: dict[str, Any] | None = field(default=None, init=False, repr=False)
+    _read: bool = field(default=False, init=False, repr=False)
 
     def load(self) -> dict[str, Any] | None:
-        """The saved state if there is one for this fingerprint, else None."""
+        """The saved state if there is one for this fingerprint, else None (read once)."""
+        if not self._read:
+            self._loaded, self._read = self._load(), True
+        return self._loaded
+
+    def _load(self) -> dict[str, Any] | None:
         if not self.path.is_file():
             return None
         try:
@@ -109,7 +126,9 @@ class ResumeFile:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(self.path) as tmp:
             torch.save({**state, "fingerprint": self.fingerprint}, tmp)
+        self._read = False  # the next load reads what is on disk now
 
     def clear(self) -> None:
         """Forget the state (the run finished and its outputs are written)."""
         self.path.unlink(missing_ok=True)
+        self._loaded, self._read = None, True

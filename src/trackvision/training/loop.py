@@ -1,16 +1,17 @@
 """The training loop: epochs over in-memory batches, early stopping, a history of metrics.
 
-It knows tensors, a model, an optimizer and a ``Tracker``: not DVC, not MLflow, not YAML.
+It knows tensors, a model, an optimizer and a ``Tracker``: not DVC, not MLflow, not YAML. The
+history holds only what the params and data determine; how fast each epoch ran is kept apart
+(``FitResult.images_per_s``), so the outputs written from the history are the same bytes on
+every run.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
@@ -18,7 +19,6 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from trackvision.allocator import tune_allocator
 from trackvision.config import TrainSettings
 from trackvision.data.augment import random_flip_shift
 from trackvision.data.packed import Split
@@ -26,13 +26,12 @@ from trackvision.errors import TrainingError
 from trackvision.models.inference import predict_logits, to_nchw
 from trackvision.models.preprocessing import Preprocessing
 from trackvision.tracking import NullTracker, Tracker
-from trackvision.training.attention import cpu_fast_attention
 from trackvision.training.checkpoint import ResumeFile
 from trackvision.training.distributed import World, check_supported
 from trackvision.training.dropout import cpu_fast_dropout
 from trackvision.training.finetune import backbone_frozen, set_phase
-from trackvision.training.optim import build_optimizer, build_scheduler
-from trackvision.training.precision import autocast_dtype, resolve_precision
+from trackvision.training.precision import attention_for, autocast_dtype, resolve_precision
+from trackvision.training.state import TrainingState
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +46,27 @@ class FitResult:
     best_state: dict[str, torch.Tensor] = field(repr=False)
     stopped_early: bool
     seconds: float
+    images_per_s: list[float]  # per epoch; wall-clock, so never part of an output's bytes
+
+
+@dataclass
+class Batches:
+    """The training split as tensors and how an epoch walks it."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    batch_size: int
+
+    @property
+    def steps(self) -> int:
+        return math.ceil(len(self.y) / self.batch_size)
+
+
+@dataclass
+class EpochTotals:
+    seen: int = 0
+    loss_sum: float = 0.0
+    correct: int = 0
 
 
 def evaluate_split(
@@ -84,169 +104,126 @@ def fit(
     """
     tracker = tracker or NullTracker()
     world = world or World()
-    tune_allocator()  # freed activations stay in the heap: no page faults every step
     check_supported(world, settings.finetune)
     torch.manual_seed(settings.seed)
-    generator = torch.Generator().manual_seed(settings.seed)  # the global batch order
-    # One process draws its augmentations from the order generator (as it always has); ranks
-    # each need their own stream, since their shares of a batch may differ in size.
-    augment_rng = (
-        torch.Generator().manual_seed(settings.seed * 1000 + world.rank)
-        if world.distributed
-        else generator
-    )
     model.to(device)
     precision = resolve_precision(settings.precision, device)
     amp_dtype = autocast_dtype(precision)
     tracker.log_params({"train.precision_used": precision})  # what `auto` became here
-    channels_last = settings.channels_last
-    if channels_last:  # oneDNN's fast convolution kernels want NHWC (fp32 and bf16 alike)
+    if settings.channels_last:  # oneDNN's fast convolution kernels want NHWC
         model.to(memory_format=torch.channels_last)
 
-    x_train, y_train = to_nchw(train.images), torch.from_numpy(np.asarray(train.labels))
+    batches = Batches(
+        to_nchw(train.images), torch.from_numpy(np.asarray(train.labels)), settings.batch_size
+    )
     x_val, y_val = to_nchw(val.images), torch.from_numpy(np.asarray(val.labels))
-    steps_per_epoch = math.ceil(len(y_train) / settings.batch_size)
-    optimizer = build_optimizer(model, settings)
-    scheduler = build_scheduler(optimizer, settings, steps_per_epoch)
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-
-    history: list[dict[str, float]] = []
-    best_acc, best_loss, best_epoch, stale, stopped_early = -1.0, math.inf, 0, 0, False
-    best_state = copy.deepcopy(model.state_dict())
-    done_seconds, first_epoch = 0.0, 1
-    saved = resume.load() if resume else None
-    if saved is not None:
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        scaler.load_state_dict(saved["scaler"])
-        generator.set_state(saved["rng"]["generator"])
-        torch.set_rng_state(saved["rng"]["torch"])
-        if device.type == "cuda" and "cuda" in saved["rng"]:
-            torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
-        history, best_state = saved["history"], saved["best_state"]
-        best_acc, best_loss, best_epoch, stale = saved["best"]
-        stopped_early, done_seconds = saved["stopped_early"], saved["seconds"]
-        first_epoch = saved["epoch"] + 1
-        log.info("resuming from the state saved after epoch %d (%s)", saved["epoch"], resume.path)
-    last_epoch = first_epoch - 1 if stopped_early else settings.epochs
+    state = TrainingState.start(model, settings, batches.steps, device, world)
+    state.restore(resume.load() if resume else None)
     if world.distributed:  # DDP fixes the trained parameters when it wraps the model
-        set_phase(model, backbone_frozen(settings.finetune, first_epoch, settings.head_epochs))
+        set_phase(model, backbone_frozen(settings.finetune, state.next_epoch, settings.head_epochs))
     net = world.wrap(model, device)
 
     start = time.perf_counter()
-    # Dropout's CPU kernel was a quarter of a ViT step, and undoing attention's head split
-    # 7%; the swapped modules are restored before the model leaves.
-    with cpu_fast_dropout(model), cpu_fast_attention(model):
-        for epoch in range(first_epoch, last_epoch + 1):
-            set_phase(model, backbone_frozen(settings.finetune, epoch, settings.head_epochs))
-            trainable = [p for p in model.parameters() if p.requires_grad]
-            order = torch.randperm(len(y_train), generator=generator)
-            seen, loss_sum, correct, t0 = 0, 0.0, 0, time.perf_counter()
-            bar = tqdm(
-                range(steps_per_epoch),
-                desc=f"epoch {epoch}/{settings.epochs}",
-                unit="batch",
-                leave=False,
-                disable=not world.is_main,
-            )
-            for step in bar:
-                batch = order[step * settings.batch_size : (step + 1) * settings.batch_size]
-                if len(batch) < world.size:  # a last batch too small to give every rank a row
-                    continue
-                idx = world.shard(batch)
-                x = preprocess(x_train[idx].to(device))
-                x = random_flip_shift(x, augment_rng, settings.shift, flip=settings.hflip)
-                if channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                y = y_train[idx].to(device)
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    logits = net(x)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=settings.label_smoothing)
-                if not torch.isfinite(loss):
-                    raise TrainingError(
-                        f"loss is {loss.item()} at epoch {epoch}, step {step + 1}: lower the "
-                        "learning rate or check the inputs"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if settings.grad_clip > 0:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(trainable, settings.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                seen += len(y)
-                loss_sum += loss.item() * len(y)
-                correct += (logits.argmax(1) == y).sum().item()
-                # Drawn with the bar at its own interval: a forced redraw each step cost 20 us.
-                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", refresh=False)
-            train_seconds = time.perf_counter() - t0
-            seen, loss_sum, correct = world.sum([seen, loss_sum, correct])
+    with cpu_fast_dropout(model), attention_for(model, device, amp_dtype):
+        for epoch in range(state.next_epoch, state.last_epoch(settings.epochs) + 1):
+            t0 = time.perf_counter()
+            totals = train_epoch(net, model, batches, state, settings, preprocess, epoch, world)
+            images_per_s = totals.seen / (time.perf_counter() - t0)
             world.sync_buffers(model)
             val_loss, val_acc = evaluate_split(model, x_val, y_val, preprocess, 256, device)
             row = {
                 "epoch": epoch,
-                "train_loss": loss_sum / seen,
-                "train_accuracy": correct / seen,
+                "train_loss": totals.loss_sum / totals.seen,
+                "train_accuracy": totals.correct / totals.seen,
                 "val_loss": val_loss,
                 "val_accuracy": val_acc,
-                "lr": optimizer.param_groups[0]["lr"],
-                "images_per_s": seen / train_seconds,
+                "lr": state.optimizer.param_groups[0]["lr"],
             }
-            history.append(row)
-            tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
-            log.info(
-                "epoch %d/%d  train loss %.4f acc %.4f | val loss %.4f acc %.4f | %.0f img/s",
-                epoch,
-                settings.epochs,
-                row["train_loss"],
-                row["train_accuracy"],
-                val_loss,
-                val_acc,
-                row["images_per_s"],
+            state.end_epoch(row, images_per_s)
+            tracker.log_metrics(
+                {**{k: v for k, v in row.items() if k != "epoch"}, "images_per_s": images_per_s},
+                step=epoch,
             )
-            if val_acc > best_acc or (val_acc == best_acc and val_loss < best_loss):
-                best_acc, best_loss, best_epoch, stale = val_acc, val_loss, epoch, 0
-                best_state = copy.deepcopy(model.state_dict())
-            else:
-                stale += 1
-                stopped_early = bool(settings.patience and stale >= settings.patience)
+            _log_epoch(row, settings.epochs, images_per_s)
             if resume and world.is_main:
-                resume.save(
-                    {
-                        "epoch": epoch,
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "scaler": scaler.state_dict(),
-                        "rng": _rng_state(generator, device),
-                        "history": history,
-                        "best_state": best_state,
-                        "best": [best_acc, best_loss, best_epoch, stale],
-                        "stopped_early": stopped_early,
-                        "seconds": done_seconds + time.perf_counter() - start,
-                        "run_id": tracker.run_id or "",
-                    }
-                )
-            if stopped_early:
-                log.info("early stop: no val accuracy gain for %d epochs", stale)
+                resume.save(state.to_dict(time.perf_counter() - start, tracker.run_id or ""))
+            if state.stopping.stopped:
+                log.info("early stop: no val accuracy gain for %d epochs", state.stopping.stale)
                 break
     model.to(memory_format=torch.contiguous_format)
     for p in model.parameters():
         p.requires_grad_(True)
     return FitResult(
-        history,
-        best_epoch,
-        best_acc,
-        best_state,
-        stopped_early,
-        done_seconds + time.perf_counter() - start,
+        state.history,
+        state.stopping.best_epoch,
+        state.stopping.best_accuracy,
+        state.best_weights,
+        state.stopping.stopped,
+        state.seconds + time.perf_counter() - start,
+        state.images_per_s,
     )
 
 
-def _rng_state(generator: torch.Generator, device: torch.device) -> dict[str, Any]:
-    state: dict[str, Any] = {"generator": generator.get_state(), "torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+def train_epoch(
+    net: nn.Module,
+    model: nn.Module,
+    batches: Batches,
+    state: TrainingState,
+    settings: TrainSettings,
+    preprocess: Preprocessing,
+    epoch: int,
+    world: World,
+) -> EpochTotals:
+    """One pass over the training split in the state's batch order; totals summed over ranks."""
+    set_phase(model, backbone_frozen(settings.finetune, epoch, settings.head_epochs))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    device = state.device
+    amp_dtype = autocast_dtype(resolve_precision(settings.precision, device))
+    order = torch.randperm(len(batches.y), generator=state.generator)
+    totals = EpochTotals()
+    bar = tqdm(
+        range(batches.steps),
+        desc=f"epoch {epoch}/{settings.epochs}",
+        unit="batch",
+        leave=False,
+        disable=not world.is_main,
+    )
+    for step in bar:
+        batch = order[step * batches.batch_size : (step + 1) * batches.batch_size]
+        if len(batch) < world.size:  # a last batch too small to give every rank a row
+            continue
+        idx = world.shard(batch)
+        x = preprocess(batches.x[idx].to(device))
+        x = random_flip_shift(x, state.augment_rng, settings.shift, flip=settings.hflip)
+        if settings.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = batches.y[idx].to(device)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits = net(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=settings.label_smoothing)
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"loss is {loss.item()} at epoch {epoch}, step {step + 1}: lower the "
+                "learning rate or check the inputs"
+            )
+        state.step(loss, trainable, settings.grad_clip)
+        totals.seen += len(y)
+        totals.loss_sum += loss.item() * len(y)
+        totals.correct += (logits.argmax(1) == y).sum().item()
+        # Drawn with the bar at its own interval: a forced redraw each step is not free.
+        bar.set_postfix(loss=f"{totals.loss_sum / totals.seen:.4f}", refresh=False)
+    seen, loss_sum, correct = world.sum([totals.seen, totals.loss_sum, totals.correct])
+    return EpochTotals(int(seen), float(loss_sum), int(correct))
+
+
+def _log_epoch(row: dict[str, float], epochs: int, images_per_s: float) -> None:
+    log.info(
+        "epoch %d/%d  train loss %.4f acc %.4f | val loss %.4f acc %.4f | %.0f img/s",
+        row["epoch"],
+        epochs,
+        row["train_loss"],
+        row["train_accuracy"],
+        row["val_loss"],
+        row["val_accuracy"],
+        images_per_s,
+    )

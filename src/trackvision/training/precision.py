@@ -1,15 +1,18 @@
 """Which number format and memory layout a training run uses on this device.
 
 ``precision: auto`` exists because the same switch helps on one CPU and ruins another: bf16
-autocast ran the report's CNN 2.4x faster on a CPU with AMX units, and 8x *slower* on an AVX2-only
-EPYC, where every bf16 op is emulated (see the README's speed section).
+autocast speeds training up on a CPU with AMX or AVX512-BF16 units and slows it down several
+times on an AVX2-only CPU, where every bf16 op is emulated (docs/performance.md).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
+from torch import nn
 
 from trackvision.errors import TrainingError
 
@@ -39,7 +42,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision == "bf16" and not native_bf16(device):
         log.warning(
             "precision bf16 on a %s without native bf16 is emulated and can be many times slower "
-            "than fp32 (the report's CNN: 8x here); precision auto picks for the device",
+            "than fp32; precision auto picks for the device",
             device.type,
         )
     return precision
@@ -48,3 +51,25 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 def autocast_dtype(precision: str) -> torch.dtype | None:
     """The autocast dtype of a resolved precision (None: fp32, no autocast)."""
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+@contextmanager
+def attention_for(
+    model: nn.Module, device: torch.device, amp_dtype: torch.dtype | None
+) -> Iterator[None]:
+    """Within the block, timm attention layers take timm's non-fused branch under CPU autocast.
+
+    The CPU's fused attention backward is far slower in bf16 than in fp32, while timm's plain
+    branch (matmuls and a softmax) runs well in bf16. ``fused_attn`` is timm's own switch; the
+    layers get their setting back when the block ends.
+    """
+    switched = []
+    if device.type == "cpu" and amp_dtype is not None:
+        switched = [m for m in model.modules() if getattr(m, "fused_attn", False) is True]
+    for module in switched:
+        module.fused_attn = False
+    try:
+        yield
+    finally:
+        for module in switched:
+            module.fused_attn = True
