@@ -33,21 +33,42 @@ def per_class_f1(cm: np.ndarray) -> np.ndarray:
 
 
 def bootstrap_f1_interval(
-    y_true: np.ndarray, y_pred: np.ndarray, n_classes: int, resamples: int = 2000, seed: int = 0
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    n_classes: int,
+    resamples: int = 2000,
+    seed: int = 0,
+    chunk: int = 100,
 ) -> tuple[float, float]:
-    """95% percentile-bootstrap interval of the weighted F1 (resampling test images)."""
+    """95% percentile-bootstrap interval of the weighted F1 (resampling test images).
+
+    Resamples are drawn ``chunk`` at a time and each is reduced to three per-class counts (true
+    positives, support, predictions), never to a full confusion matrix: memory stays at
+    ``chunk x (n + n_classes)`` numbers, whatever the number of classes.
+    """
     n = len(y_true)
     if n == 0:
         return (0.0, 1.0)
+    y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, (resamples, n))
-    cells = (y_true * n_classes + y_pred)[idx] + (np.arange(resamples) * n_classes**2)[:, None]
-    cm = np.bincount(cells.ravel(), minlength=resamples * n_classes**2).reshape(
-        resamples, n_classes, n_classes
-    )
-    weighted = (per_class_f1(cm) * cm.sum(axis=2)).sum(axis=1) / n
+    weighted = np.empty(resamples)
+    for start in range(0, resamples, chunk):
+        m = min(chunk, resamples - start)
+        idx = rng.integers(0, n, (m, n))
+        offset = (np.arange(m) * n_classes)[:, None]
+        true, pred = y_true[idx] + offset, y_pred[idx] + offset
+        support, predicted = _counts(true, m, n_classes), _counts(pred, m, n_classes)
+        tp = _counts(true[true == pred], m, n_classes).astype(float)
+        both = support + predicted
+        f1 = np.divide(2 * tp, both, out=np.zeros(tp.shape), where=both > 0)
+        weighted[start : start + m] = (f1 * support).sum(axis=1) / n
     low, high = np.percentile(weighted, [2.5, 97.5])
     return (float(low), float(high))
+
+
+def _counts(cells: np.ndarray, rows: int, n_classes: int) -> np.ndarray:
+    """Per-row class counts of cells numbered ``row * n_classes + class``."""
+    return np.bincount(cells.ravel(), minlength=rows * n_classes).reshape(rows, n_classes)
 
 
 def binomial_cdf(k: int, n: int, p: float) -> float:

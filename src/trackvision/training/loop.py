@@ -51,15 +51,23 @@ class FitResult:
 
 @dataclass
 class Batches:
-    """The training split as tensors and how an epoch walks it."""
+    """The training split and how an epoch walks it.
 
-    x: torch.Tensor
+    The images stay as they are stored (N x H x W x C uint8, memory-mapped): each batch is
+    gathered and laid out N x C x H x W on its own, so training never holds a second copy of
+    the whole split.
+    """
+
+    images: np.ndarray
     y: torch.Tensor
     batch_size: int
 
     @property
     def steps(self) -> int:
         return math.ceil(len(self.y) / self.batch_size)
+
+    def images_at(self, idx: torch.Tensor) -> torch.Tensor:
+        return to_nchw(self.images[idx.numpy()])
 
 
 @dataclass
@@ -113,9 +121,7 @@ def fit(
     if settings.channels_last:  # oneDNN's fast convolution kernels want NHWC
         model.to(memory_format=torch.channels_last)
 
-    batches = Batches(
-        to_nchw(train.images), torch.from_numpy(np.asarray(train.labels)), settings.batch_size
-    )
+    batches = Batches(train.images, torch.from_numpy(np.asarray(train.labels)), settings.batch_size)
     x_val, y_val = to_nchw(val.images), torch.from_numpy(np.asarray(val.labels))
     state = TrainingState.start(model, settings, batches.steps, device, world)
     state.restore(resume.load() if resume else None)
@@ -193,7 +199,7 @@ def train_epoch(
         if len(batch) < world.size:  # a last batch too small to give every rank a row
             continue
         idx = world.shard(batch)
-        x = preprocess(batches.x[idx].to(device))
+        x = preprocess(batches.images_at(idx).to(device))
         x = random_flip_shift(x, state.augment_rng, settings.shift, flip=settings.hflip)
         if settings.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
