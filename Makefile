@@ -12,10 +12,10 @@ export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup system repro test ui bench lint format clean help
+.PHONY: setup system repro test test-fast ui bench lint format clean help
 
 help:
-	@echo "make repro | make test | make ui | make bench | make lint | make clean"
+	@echo "make repro | make test | make test-fast | make ui | make bench | make lint | make clean"
 
 # Re-runs only when the dependency pins change, so a second `make` installs nothing.
 $(STAMP): pyproject.toml requirements.lock
@@ -50,6 +50,10 @@ repro: setup
 
 test: setup system
 	$(BIN)/python -m pytest
+
+# The unit tests: no pipeline in a copy of the repo, no servers (the loop while changing code).
+test-fast: setup
+	$(BIN)/python -m pytest -m "not integration" --ignore=tests/integration
 
 # The MLflow UI over this project's store, artifacts served, on 127.0.0.1 (make ui PORT=5001).
 PORT ?= 5000
