@@ -155,8 +155,11 @@ def run(argv: list[str] | None = None) -> int:
             sys.stdout.flush()
             os.execv(command[0], command)  # the server replaces this process: Ctrl-C stops it
         if args.stage == "learning-curve":
-            from trackvision.experiments.learning_curve import curve_points, write_learning_curve
-            from trackvision.experiments.runs import finished_runs
+            from trackvision.experiments.learning_curve import (
+                curve_points,
+                finished_runs,
+                write_learning_curve,
+            )
             from trackvision.tracking import resolve_tracking_uri
 
             runs = finished_runs(

@@ -9,47 +9,72 @@ keeps the latest finished run per (pretrained, subset) point, and writes
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trackvision import atomic
 from trackvision.errors import DataError
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 log = logging.getLogger(__name__)
 
 
+def finished_runs(tracking_uri: str, experiment: str) -> pd.DataFrame:
+    """Every FINISHED run of ``experiment`` as MLflow's table: ``run_id``, ``start_time``,
+    ``params.<key>``, ``metrics.<key>`` columns (empty when the experiment does not exist)."""
+    import mlflow
+    import pandas as pd
+
+    from trackvision.tracking import use_tracking_uri
+
+    use_tracking_uri(tracking_uri)
+    if mlflow.get_experiment_by_name(experiment) is None:
+        return pd.DataFrame(columns=["run_id", "start_time"])
+    return mlflow.search_runs(
+        experiment_names=[experiment],
+        filter_string="attributes.status = 'FINISHED'",
+        max_results=50_000,
+        output_format="pandas",
+    )
+
+
 def curve_points(
-    runs: Iterable[Mapping[str, Any]], model: str, where: Mapping[str, str] | None = None
+    runs: pd.DataFrame, model: str, where: Mapping[str, str] | None = None
 ) -> list[dict[str, Any]]:
     """One point per (pretrained, subset): the latest run of ``model`` with a test accuracy.
 
-    Each run is a mapping with ``params``, ``metrics`` and ``start_time`` (as MLflow gives them).
-    ``where`` keeps only runs whose params have those values (``{"train.image_size": "64"}``),
-    so that one sweep is not mixed with other experiments on the same model.
+    ``runs`` is MLflow's run table (``finished_runs``). ``where`` keeps only runs whose params
+    have those values (``{"train.image_size": "64"}``), so that one sweep is not mixed with other
+    experiments on the same model.
     """
-    where = dict(where or {})
-    latest: dict[tuple[str, float], Mapping[str, Any]] = {}
-    for run in runs:
-        params, metrics = run["params"], run["metrics"]
-        if params.get("model.name") != model or "test_accuracy" not in metrics:
-            continue
-        if any(params.get(k) != v for k, v in where.items()):
-            continue
-        key = (params.get("model.pretrained", "none"), float(params.get("train.subset", 1.0)))
-        if key not in latest or run["start_time"] > latest[key]["start_time"]:
-            latest[key] = run
-    points = [
+    import pandas as pd
+
+    def column(name: str, default: Any = None) -> pd.Series:
+        return runs[name] if name in runs else pd.Series(default, index=runs.index)
+
+    keep = (column("params.model.name") == model) & column("metrics.test_accuracy").notna()
+    for key, value in (where or {}).items():
+        keep &= column(f"params.{key}") == value
+    chosen = runs[keep]
+    points = pd.DataFrame(
         {
-            "pretrained": pretrained,
-            "subset": subset,
-            "n_train": int(run["params"].get("data.n_train", 0)),
-            "test_accuracy": run["metrics"]["test_accuracy"],
-            "run_id": run["run_id"],
+            "pretrained": column("params.model.pretrained", "none")[keep].fillna("none"),
+            "subset": column("params.train.subset", 1.0)[keep].fillna(1.0).astype(float),
+            "n_train": column("params.data.n_train", 0)[keep].fillna(0).astype(int),
+            "test_accuracy": chosen.get("metrics.test_accuracy"),
+            "run_id": chosen.get("run_id"),
+            "start_time": chosen.get("start_time"),
         }
-        for (pretrained, subset), run in latest.items()
+    )
+    latest = points.sort_values("start_time").drop_duplicates(["pretrained", "subset"], keep="last")
+    latest = latest.sort_values(["pretrained", "subset"]).drop(columns="start_time")
+    return [
+        {**row, "n_train": int(row["n_train"]), "test_accuracy": float(row["test_accuracy"])}
+        for row in latest.to_dict("records")
     ]
-    return sorted(points, key=lambda p: (p["pretrained"], p["subset"]))
 
 
 def write_learning_curve(points: list[dict[str, Any]], model: str, out_dir: Path) -> Path:

@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 
 def _num(value: float | None, spec: str) -> str:
-    return "n/a" if value is None else format(value, spec)
+    return "n/a" if value is None or value != value else format(value, spec)  # None or NaN
 
 
 def _interval(ci: list[float] | None) -> str:
@@ -56,48 +56,61 @@ def _read(path: Path, stage: str) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+# The model's name and the doctor's verdict to the left, every figure to the right.
+ALIGN = ("left", *["right"] * 11, "left")
+
+
+def _row(layout: Layout, name: str) -> dict:
+    m = _read(layout.metrics_dir(name) / "evaluation.json", f"the evaluate stage for {name}")
+    trained = _read(layout.model_dir(name) / "train.json", f"the train stage for {name}")
+    run = _read(layout.run_record(name), f"the train stage for {name}")
+    return {
+        "model": name,
+        "accuracy": m["accuracy"],
+        "accuracy_ci95": m.get("accuracy_ci95"),
+        "f1_weighted": m["f1_weighted"],
+        "f1_weighted_ci95": m.get("f1_weighted_ci95"),
+        "doctor": m.get("doctor_status", "n/a"),
+        "loss": m["loss"],
+        "n_test": m["n"],
+        "n_params": trained["n_params"],
+        "model_size_mb": m.get("model_size_mb"),
+        "cpu_latency_ms": m.get("cpu_latency_ms"),
+        "best_epoch": trained["best_epoch"],
+        "train_seconds": run.get("train_seconds"),
+    }
+
+
 def compare(config: Config, layout: Layout) -> str:
     """A table of every model's test metrics, best first: ``reports/compare.md`` and ``.json``."""
-    rows = []
-    for name in config.models:
-        m = _read(layout.metrics_dir(name) / "evaluation.json", f"the evaluate stage for {name}")
-        train_info = _read(layout.model_dir(name) / "train.json", f"the train stage for {name}")
-        run = _read(layout.run_record(name), f"the train stage for {name}")
-        rows.append(
-            {
-                "model": name,
-                "accuracy": m["accuracy"],
-                "accuracy_ci95": m.get("accuracy_ci95"),
-                "f1_weighted": m["f1_weighted"],
-                "f1_weighted_ci95": m.get("f1_weighted_ci95"),
-                "doctor": m.get("doctor_status", "n/a"),
-                "loss": m["loss"],
-                "n_test": m["n"],
-                "n_params": train_info["n_params"],
-                "model_size_mb": m.get("model_size_mb"),
-                "cpu_latency_ms": m.get("cpu_latency_ms"),
-                "best_epoch": train_info["best_epoch"],
-                "train_seconds": run.get("train_seconds"),
-            }
-        )
-    rows.sort(key=lambda r: -r["accuracy"])
-    lines = [
-        f"# Test-set comparison ({config.data.source})",
-        "",
-        "| model | accuracy | 95% interval | F1 (weighted) | F1 95% interval | loss "
-        "| test images | parameters | file MB | CPU ms/image | best epoch | train s | doctor |",
-        "|---|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
-    ]
-    lines += [
-        f"| {r['model']} | {r['accuracy']:.4f} | {_interval(r['accuracy_ci95'])} | "
-        f"{r['f1_weighted']:.4f} | {_interval(r['f1_weighted_ci95'])} | {r['loss']:.4f} | "
-        f"{r['n_test']} | {r['n_params']:,} | {_num(r['model_size_mb'], '.2f')} | "
-        f"{_num(r['cpu_latency_ms'], '.2f')} | {r['best_epoch']} | "
-        f"{_num(r['train_seconds'], '.1f')} | {r['doctor']} |"
-        for r in rows
-    ]
-    lines += ["", overlap_sentence(rows)]
-    text = "\n".join(lines) + "\n"
+    import pandas as pd
+
+    raw = [_row(layout, name) for name in config.models]
+    table = pd.DataFrame(raw)
+    table = table.sort_values("accuracy", ascending=False, kind="stable")
+    shown = pd.DataFrame(
+        {
+            "model": table["model"],
+            "accuracy": table["accuracy"].map("{:.4f}".format),
+            "95% interval": table["accuracy_ci95"].map(_interval),
+            "F1 (weighted)": table["f1_weighted"].map("{:.4f}".format),
+            "F1 95% interval": table["f1_weighted_ci95"].map(_interval),
+            "loss": table["loss"].map("{:.4f}".format),
+            "test images": table["n_test"],
+            "parameters": table["n_params"].map("{:,}".format),
+            "file MB": table["model_size_mb"].map(lambda v: _num(v, ".2f")),
+            "CPU ms/image": table["cpu_latency_ms"].map(lambda v: _num(v, ".2f")),
+            "best epoch": table["best_epoch"],
+            "train s": table["train_seconds"].map(lambda v: _num(v, ".1f")),
+            "doctor": table["doctor"],
+        }
+    )
+    rows = [raw[i] for i in table.index]  # as read: None stays None (not NaN) in the JSON
+    text = (
+        f"# Test-set comparison ({config.data.source})\n\n"
+        f"{shown.to_markdown(index=False, disable_numparse=True, colalign=ALIGN)}\n\n"
+        f"{overlap_sentence(rows)}\n"
+    )
     atomic.write_text(layout.reports / "compare.md", text)
     atomic.write_json(layout.reports / "compare.json", rows)
     log.info("compare:\n%s", text)
