@@ -43,14 +43,18 @@ STAGES = ("download", "balance", "augment", "train@cnn", "evaluate@cnn")
 
 
 def _patterns(n: int, classes: int, side: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Learnable look-alike images: a smooth template per class plus per-image noise and shift."""
+    """Learnable look-alike images: a smooth template per class plus per-image noise.
+
+    Every class gets the same number of images (n // classes, in a shuffled order), as in the
+    real datasets, so balancing keeps every image.
+    """
     # The templates are the same for every split (seed 0); labels and noise follow ``seed``.
     coarse = np.random.default_rng(0).uniform(0, 255, (classes, 4, 4))
     rng = np.random.default_rng(seed + 1)
     templates = np.stack(
         [np.asarray(Image.fromarray(c.astype(np.uint8)).resize((side, side))) for c in coarse]
     ).astype(np.int16)
-    labels = rng.integers(0, classes, n)
+    labels = rng.permutation(np.repeat(np.arange(classes), n // classes))
     images = np.empty((n, side, side), dtype=np.uint8)
     for start in range(0, n, 4096):
         lab = labels[start : start + 4096]
