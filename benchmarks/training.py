@@ -17,7 +17,6 @@ Prints the ratios and writes ``metrics/bench.json`` (and an MLflow run in experi
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import os
@@ -129,8 +128,8 @@ def project_train(name, size, channels, spec_train, arch, split: Split, batch: i
     """The project's path: ``fit`` on in-memory uint8 tensors, precision as params.yaml says."""
     model = _model(name, size, channels, arch)
     pre = resolve_preprocessing(model, model_family(name), channels, size)
-    settings = dataclasses.replace(
-        spec_train, epochs=2, batch_size=batch, image_size=size, patience=0, warmup_epochs=0
+    settings = spec_train.model_copy(
+        update=dict(epochs=2, batch_size=batch, image_size=size, patience=0, warmup_epochs=0)
     )
     val = Split(split.images[:batch], split.labels[:batch])
     result = fit(model, split, val, settings, pre, torch.device("cpu"))

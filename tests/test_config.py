@@ -49,6 +49,13 @@ def test_any_timm_model_gets_defaults(params) -> None:
         ("models.cnn.widht", 32, ["models.cnn", "widht", "width"]),
         ("models.mobilevit_xxs.pretrained", "imagenet", ["pretrained", "'imagenet'", "hub"]),
         ("data.synthetic_text.count", 2, ["data.synthetic_text.count", "2"]),
+        ("train.hflip", 1, ["train.hflip", "1", "true or false"]),
+        ("augment.hflip", 1.5, ["augment.hflip", "1.5", "<= 1"]),
+        ("train.models", "cnn", ["train.models", "'cnn'", "list of model names"]),
+        ("download.checksums", {"a.gz": "xyz"}, ["download.checksums", "a.gz", "md5"]),
+        ("mlflow.registered_model", "{model}", ["mlflow.registered_model", "{source}"]),
+        ("evaluate.batch_size", 0, ["evaluate.batch_size", "0", ">= 1"]),
+        ("data.bogus", 1, ["data", "bogus", "allowed", "image_size"]),
     ],
 )
 def test_bad_values_name_key_value_and_choices(params, dotted, value, fragments) -> None:
@@ -74,3 +81,13 @@ def test_missing_section_is_named(params) -> None:
 def test_scientific_notation_string_is_a_number(params) -> None:
     params["train"]["lr"] = "1e-4"  # YAML 1.1 reads 1e-4 without a dot as a string
     assert parse_config(params).train.lr == pytest.approx(1e-4)
+
+
+def test_a_number_yaml_reads_as_a_string_is_a_number(params) -> None:
+    """YAML 1.1 reads 1e-4 without a dot as a string; it is plainly a number."""
+    assert parse_config(tiny_params(params, **{"train.lr": "1e-4"})).train.lr == 1e-4
+
+
+def test_an_unknown_section_is_named(params) -> None:
+    with pytest.raises(ConfigError, match=r"params.yaml: unknown key\(s\) trian; allowed: data"):
+        parse_config({**params, "trian": {}})

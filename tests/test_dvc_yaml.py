@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import BaseModel
 
 from tests.conftest import tiny_params
 from trackvision.config import Config, parse_config
@@ -120,7 +121,9 @@ class Recorder:
             self._seen.update(f"{self._path}.{field}" for field in value)
             return value
         key = f"{self._path}.{name}"
-        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        if isinstance(value, BaseModel) or (
+            dataclasses.is_dataclass(value) and not isinstance(value, type)
+        ):
             return Recorder(value, key, self._seen)
         self._seen.add(self._path if callable(value) else key)  # a method reads its section
         return value

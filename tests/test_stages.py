@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import re
 from pathlib import Path
@@ -176,8 +175,8 @@ def test_subset_trains_on_a_stratified_share_with_its_copies(tiny_run) -> None:
     augmented = read_split(layout.augmented, "train")
     assert len(_training_subset(layout, spec)) == len(augmented)
 
-    half_train = dataclasses.replace(spec.train, subset=0.5)
-    half = _training_subset(layout, dataclasses.replace(spec, train=half_train))
+    half_train = spec.train.model_copy(update=dict(subset=0.5))
+    half = _training_subset(layout, spec.model_copy(update=dict(train=half_train)))
     counts = np.bincount(np.asarray(originals.labels))
     kept = [max(1, round(c * 0.5)) for c in counts]
     assert np.bincount(np.asarray(half.labels)).tolist() == [2 * k for k in kept]
@@ -306,8 +305,8 @@ def test_a_restored_model_evaluates_in_a_store_that_never_saw_it(tiny_run, tmp_p
     config, layout = tiny_run
     digest = weights_sha256(layout.model_dir("cnn"))
     other = f"sqlite:///{tmp_path / 'other.db'}"
-    elsewhere = dataclasses.replace(
-        config, mlflow=dataclasses.replace(config.mlflow, tracking_uri=other)
+    elsewhere = config.model_copy(
+        update=dict(mlflow=config.mlflow.model_copy(update=dict(tracking_uri=other)))
     )
     evaluate(elsewhere, layout, "cnn")
     client = MlflowClient(other)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
@@ -54,7 +52,7 @@ def test_linear_probe_changes_only_the_classifier() -> None:
     """Frozen means frozen: backbone weights and batch-norm statistics stay bit-identical."""
     model = _model()
     before = _snapshot(model)
-    settings = dataclasses.replace(SETTINGS, finetune="linear_probe", epochs=2, weight_decay=0.1)
+    settings = SETTINGS.model_copy(update=dict(finetune="linear_probe", epochs=2, weight_decay=0.1))
     fit_toy(settings, model=model)
     after = model.state_dict()
     head = _head_keys(model)
@@ -67,7 +65,7 @@ def test_linear_probe_changes_only_the_classifier() -> None:
 
 
 def test_gradual_trains_the_head_first_then_the_backbone_at_a_lower_rate() -> None:
-    settings = dataclasses.replace(SETTINGS, finetune="gradual", head_epochs=1, epochs=1)
+    settings = SETTINGS.model_copy(update=dict(finetune="gradual", head_epochs=1, epochs=1))
     model = _model()
     before = _snapshot(model)
     fit_toy(settings, model=model)
@@ -75,7 +73,7 @@ def test_gradual_trains_the_head_first_then_the_backbone_at_a_lower_rate() -> No
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items() if k not in head)
 
     model = _model()
-    fit_toy(dataclasses.replace(settings, epochs=3), model=model)
+    fit_toy(settings.model_copy(update=dict(epochs=3)), model=model)
     conv = "features.0.weight"
     assert not torch.equal(before[conv], model.state_dict()[conv])
     groups = {g["name"]: g["lr"] for g in build_optimizer(model, settings).param_groups}
@@ -87,8 +85,8 @@ def test_gradual_trains_the_head_first_then_the_backbone_at_a_lower_rate() -> No
     [("adamw", torch.optim.AdamW), ("adam", torch.optim.Adam), ("sgd", torch.optim.SGD)],
 )
 def test_each_optimizer_is_built_and_learns(name, cls) -> None:
-    settings = dataclasses.replace(
-        SETTINGS, optimizer=name, lr=0.05 if name == "sgd" else SETTINGS.lr
+    settings = SETTINGS.model_copy(
+        update=dict(optimizer=name, lr=0.05 if name == "sgd" else SETTINGS.lr)
     )
     assert isinstance(build_optimizer(_model(), settings), cls)
     result = fit_toy(settings, n=128)
@@ -98,8 +96,8 @@ def test_each_optimizer_is_built_and_learns(name, cls) -> None:
 def test_gradient_clipping_bounds_the_step() -> None:
     """One SGD step with clipping at c moves the weights by at most lr * (1 + momentum) * c."""
     n = 32
-    settings = dataclasses.replace(
-        SETTINGS, optimizer="sgd", lr=1.0, epochs=1, batch_size=n, warmup_epochs=0
+    settings = SETTINGS.model_copy(
+        update=dict(optimizer="sgd", lr=1.0, epochs=1, batch_size=n, warmup_epochs=0)
     )
     moves = {}
     for clip in (0.0, 1e-3):
@@ -109,7 +107,7 @@ def test_gradient_clipping_bounds_the_step() -> None:
             model,
             _bright_vs_dark(n, 0),
             _bright_vs_dark(8, 1),
-            dataclasses.replace(settings, grad_clip=clip),
+            settings.model_copy(update=dict(grad_clip=clip)),
             PRE,
             CPU,
         )
@@ -120,7 +118,7 @@ def test_gradient_clipping_bounds_the_step() -> None:
 
 
 def test_fp16_on_a_cpu_is_refused_with_the_alternative() -> None:
-    settings = dataclasses.replace(SETTINGS, precision="fp16")
+    settings = SETTINGS.model_copy(update=dict(precision="fp16"))
     with pytest.raises(TrainingError, match=r"fp16 needs a CUDA device.*bf16"):
         fit(_model(), _bright_vs_dark(32, 0), _bright_vs_dark(8, 1), settings, PRE, CPU)
 
@@ -140,7 +138,7 @@ class _StopAt(NullTracker):
 
 def test_a_stopped_run_resumes_exactly(tmp_path) -> None:
     """Stop in epoch 3 of 4 with dropout and augmentation on; resuming ends bit-identical."""
-    settings = dataclasses.replace(SETTINGS, shift=2, hflip=True)
+    settings = SETTINGS.model_copy(update=dict(shift=2, hflip=True))
     train, val = _bright_vs_dark(96, 0), _bright_vs_dark(32, 1)
     straight = _model()
     reference = fit(straight, train, val, settings, PRE, CPU)
@@ -174,7 +172,7 @@ def test_a_state_saved_for_other_settings_is_ignored(tmp_path) -> None:
         _model(),
         _bright_vs_dark(32, 0),
         _bright_vs_dark(8, 1),
-        dataclasses.replace(SETTINGS, epochs=1),
+        SETTINGS.model_copy(update=dict(epochs=1)),
         PRE,
         CPU,
         None,

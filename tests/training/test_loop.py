@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
@@ -106,7 +105,7 @@ def test_same_seed_same_history() -> None:
 
 
 def test_early_stopping_keeps_the_best_epoch() -> None:
-    settings = dataclasses.replace(SETTINGS, epochs=30, patience=2)
+    settings = SETTINGS.model_copy(update=dict(epochs=30, patience=2))
     val = _bright_vs_dark(32, 1)
     noisy_val = type(val)(val.images, np.random.default_rng(5).integers(0, 2, len(val)))
     result = fit(_model(), _bright_vs_dark(64, 0), noisy_val, settings, PRE, torch.device("cpu"))
@@ -116,7 +115,7 @@ def test_early_stopping_keeps_the_best_epoch() -> None:
 
 
 def test_nan_loss_names_epoch_and_step() -> None:
-    settings = dataclasses.replace(SETTINGS, lr=1e30)
+    settings = SETTINGS.model_copy(update=dict(lr=1e30))
     with pytest.raises(TrainingError, match=r"at epoch \d+, step \d+"):
         fit_toy(settings)
 

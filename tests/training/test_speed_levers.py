@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 
 import pytest
@@ -113,7 +112,7 @@ def test_fit_swaps_dropout_and_gives_the_model_back_unchanged() -> None:
         seen = [type(m) for m in model.modules()]
     assert FastDropout in seen and nn.Dropout in before
     assert [type(m) for m in model.modules()] == before
-    fit_toy(dataclasses.replace(SETTINGS, epochs=1), model=model, n=32)
+    fit_toy(SETTINGS.model_copy(update=dict(epochs=1)), model=model, n=32)
     assert [type(m) for m in model.modules()] == before  # restored after training too
 
 
@@ -154,7 +153,7 @@ def test_attention_takes_timms_non_fused_branch_only_under_cpu_autocast(monkeypa
 
 def test_fit_gives_the_attention_layers_back_as_they_were() -> None:
     model = _tiny_vit(depth=2)
-    fit_toy(dataclasses.replace(SETTINGS, epochs=1, precision="bf16"), model=model, n=32)
+    fit_toy(SETTINGS.model_copy(update=dict(epochs=1, precision="bf16")), model=model, n=32)
     layers = [m for m in model.modules() if type(m) is Attention]
     assert len(layers) == 2 and all(m.fused_attn for m in layers)
 
@@ -162,14 +161,15 @@ def test_fit_gives_the_attention_layers_back_as_they_were() -> None:
 def test_channels_last_trains_the_same_model() -> None:
     """NHWC changes kernels, not the maths: the same run ends within float noise."""
     runs = [
-        fit_toy(dataclasses.replace(SETTINGS, epochs=2, channels_last=cl)) for cl in (False, True)
+        fit_toy(SETTINGS.model_copy(update=dict(epochs=2, channels_last=cl)))
+        for cl in (False, True)
     ]
     assert runs[1].history[-1]["train_loss"] == pytest.approx(
         runs[0].history[-1]["train_loss"], abs=1e-4
     )
     assert runs[1].best_val_accuracy == runs[0].best_val_accuracy
     model = _model()
-    fit_toy(dataclasses.replace(SETTINGS, epochs=1, channels_last=True), model=model, n=32)
+    fit_toy(SETTINGS.model_copy(update=dict(epochs=1, channels_last=True)), model=model, n=32)
     assert all(p.is_contiguous() for p in model.parameters())  # saved in the default layout
 
 
@@ -178,7 +178,7 @@ def test_fused_optimizers_take_the_single_tensor_step(name: str) -> None:
     """The fused kernels ``build_optimizer`` picks follow the same update as the plain loop."""
     from trackvision.training.optim import build_optimizer
 
-    settings = dataclasses.replace(SETTINGS, optimizer=name, weight_decay=0.01)
+    settings = SETTINGS.model_copy(update=dict(optimizer=name, weight_decay=0.01))
     torch.manual_seed(0)
     start = create_model("cnn", num_classes=2, in_chans=1, image_size=16).state_dict()
     params = {}
