@@ -81,7 +81,7 @@ def test_stages_write_every_declared_output(tiny_run) -> None:
     assert len(records) == metrics["n"] and set(records[0]) == {"actual", "predicted"}
     for name in ("confusion.png", "curves.png", "errors.png", "history.csv", "report.txt"):
         assert (layout.metrics_dir("cnn") / name).stat().st_size > 0, name
-    assert re.search(r"^\| cnn +\| 0\.\d{4} +\|", (layout.reports / "compare.md").read_text(), re.M)
+    assert re.search(r"^\| cnn +\| +0\.\d{4} \|", (layout.reports / "compare.md").read_text(), re.M)
 
 
 def test_training_run_is_tracked_and_evaluation_joins_it(tiny_run) -> None:
