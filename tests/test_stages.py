@@ -5,13 +5,14 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-from tests.conftest import tiny_params
+from tests.conftest import REPO, tiny_params
 from trackvision.cli import run
 from trackvision.config import parse_config
 from trackvision.data.packed import read_split
@@ -24,20 +25,37 @@ from trackvision.stages.evaluate import evaluate
 from trackvision.stages.train import train
 
 
-@pytest.fixture
-def tiny_run(tmp_path: Path, params):
-    """A finished tiny pipeline (cnn only, MLflow into a temp sqlite store) and its config."""
-    p = tiny_params(params, **{"train.models": ["cnn"], "mlflow.enabled": True})
-    p["mlflow"]["tracking_uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    config = parse_config(p)
-    layout = Layout(tmp_path)
+@pytest.fixture(scope="module")
+def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished tiny pipeline (cnn only, MLflow into the folder's sqlite store), built once
+    per module; each test gets its own copy (``tiny_run``)."""
+    root = tmp_path_factory.mktemp("tiny")
+    p = tiny_params(yaml.safe_load((REPO / "params.yaml").read_text()), **_TINY)
+    config = _config_at(p, root)
+    layout = Layout(root)
     download(config, layout)
     balance(config, layout)
     augment(config, layout)
     train(config, layout, "cnn")
     evaluate(config, layout, "cnn")
     compare(config, layout)
-    return config, layout
+    return root
+
+
+_TINY = {"train.models": ["cnn"], "mlflow.enabled": True}
+
+
+def _config_at(p: dict, root: Path):
+    p["mlflow"]["tracking_uri"] = f"sqlite:///{root / 'mlflow.db'}"
+    return parse_config(p)
+
+
+@pytest.fixture
+def tiny_run(tiny_pipeline: Path, tmp_path: Path, params):
+    """A copy of the finished tiny pipeline and its config: a test may change it freely."""
+    root = tmp_path / "run"
+    shutil.copytree(tiny_pipeline, root)
+    return _config_at(tiny_params(params, **_TINY), root), Layout(root)
 
 
 def test_stages_write_every_declared_output(tiny_run) -> None:
