@@ -249,6 +249,7 @@ def test_cli_missing_inputs_say_what_to_run(tmp_path: Path, params, monkeypatch,
     assert "download" in caplog.text
 
 
+@pytest.mark.integration  # a whole second pipeline: not in make test-fast
 def test_digits_source_runs_greyscale_through_the_pipeline(tmp_path: Path, params) -> None:
     p = tiny_params(params, **{"data.source": "digits", "train.models": ["cnn", "mobilevit_xxs"]})
     p["train"]["epochs"] = 1

@@ -15,6 +15,9 @@ from safetensors.torch import load_file, save_file
 
 from tests.models.hub_server import serve_hub
 
+# A subprocess against a loopback hub server: not in make test-fast.
+pytestmark = pytest.mark.integration
+
 REPO_ID = "timm/mobilevit_xxs.cvnets_in1k"  # the thesis's model, as timm names its weights
 
 LOAD = """

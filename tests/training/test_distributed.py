@@ -14,6 +14,7 @@ from trackvision.errors import TrainingError
 from trackvision.training.distributed import World, check_supported
 
 
+@pytest.mark.integration  # two torchrun processes: not in make test-fast
 def test_two_processes_train_one_run_with_identical_weights(tmp_path: Path, params) -> None:
     from mlflow.tracking import MlflowClient
 
