@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -30,6 +31,8 @@ def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished tiny pipeline (cnn only, MLflow into the folder's sqlite store), built once
     per module; each test gets its own copy (``tiny_run``)."""
     root = tmp_path_factory.mktemp("tiny")
+    # MLflow's system-metrics monitor samples every 10 s by default: longer than a tiny training.
+    os.environ["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"] = "0.5"
     p = tiny_params(yaml.safe_load((REPO / "params.yaml").read_text()), **_TINY)
     config = _config_at(p, root)
     layout = Layout(root)
@@ -39,6 +42,7 @@ def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
     train(config, layout, "cnn")
     evaluate(config, layout, "cnn")
     compare(config, layout)
+    del os.environ["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"]
     return root
 
 
@@ -121,6 +125,14 @@ def test_training_run_is_tracked_and_evaluation_joins_it(tiny_run) -> None:
     )
     history = client.get_metric_history(run.info.run_id, "val_accuracy")
     assert [m.step for m in history] == [1, 2]
+    # What the machine did and what the run came from, for the MLflow UI.
+    assert int(run.data.params["torch.threads"]) >= 1
+    assert any(k.startswith("system/cpu_utilization") for k in run.data.metrics), run.data.metrics
+    (data,) = run.inputs.dataset_inputs
+    assert data.dataset.name == "synthetic_text (balanced)"
+    assert data.dataset.digest.startswith("manifest:")  # no dvc.lock in a bare folder
+    assert json.loads(data.dataset.source)["tags"]["dvc_path"] == "data/balanced"
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
     test_json = json.loads((layout.metrics_dir("cnn") / "evaluation.json").read_text())
     assert run.data.metrics["test_accuracy"] == pytest.approx(test_json["accuracy"])
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}

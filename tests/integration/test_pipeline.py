@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import tiny_params
 from tests.integration.conftest import MODELS
@@ -58,7 +59,12 @@ def test_repro_tracks_one_complete_run_per_model(pipeline) -> None:
     # Experiments other tests queue land in the same store: the repro's runs are "@ workspace".
     runs = client.search_runs([exp.experiment_id], "attributes.run_name LIKE '% @ workspace'")
     assert sorted(r.data.params["model.name"] for r in runs) == sorted(MODELS)
+    lock = yaml.safe_load((repo_dir / "dvc.lock").read_text())["stages"]["balance"]["outs"]
+    balanced = next(o["md5"] for o in lock if o["path"] == "data/balanced").removesuffix(".dir")
     for run in runs:
+        # The data version in the UI's Dataset column: DVC's hash of data/balanced.
+        (data,) = run.inputs.dataset_inputs
+        assert data.dataset.digest == balanced
         name = run.data.params["model.name"]
         assert run.info.status == "FINISHED"
         assert run.info.run_name == f"{name} @ workspace"

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
 from trackvision import atomic, doctor
 from trackvision.config import Config, ModelSpec
@@ -29,6 +30,7 @@ from trackvision.tracking import (
     open_tracker,
 )
 from trackvision.tracking.mlflow_adapter import WEIGHTS_TAG
+from trackvision.tracking.store import run_context_tags
 from trackvision.training.checkpoint import ModelCard, ResumeFile, save_checkpoint, weights_sha256
 from trackvision.training.distributed import (
     World,
@@ -47,6 +49,20 @@ def _manifest_sha256(layout: Layout) -> str:
     if not path.is_file():
         raise DataError(f"{path}: missing; run the balance stage first")
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _data_version(config: Config, layout: Layout, manifest_sha256: str) -> tuple:
+    """(name, digest, source) of the balanced data: DVC's hash of ``data/balanced`` as dvc.lock
+    records it (the manifest's sha256 when there is no lock), its DVC path and git revision."""
+    digest = f"manifest:{manifest_sha256[:16]}"
+    lock = layout.root / "dvc.lock"
+    if lock.is_file():
+        outs = yaml.safe_load(lock.read_text(encoding="utf-8")).get("stages", {})
+        for out in outs.get("balance", {}).get("outs", []):
+            if out.get("path") == "data/balanced" and out.get("md5"):
+                digest = out["md5"].removesuffix(".dir")
+    source = {"dvc_path": "data/balanced", "git_revision": run_context_tags().get("git_commit", "")}
+    return f"{config.data.source} (balanced)", digest, source
 
 
 def _run_params(
@@ -162,7 +178,11 @@ def _train(
     }
     resume = ResumeFile(layout.resume_state(model_name, _fingerprint(params)), _fingerprint(params))
     run_id = (resume.load() or {}).get("run_id") or None  # a resumed run continues its MLflow run
-    tracker = tracker_factory(config, model_name, family, run_id=run_id) if world.is_main else None
+    tracker = (
+        tracker_factory(config, model_name, family, run_id=run_id, system_metrics=True)
+        if world.is_main
+        else None
+    )
     with closing_run(tracker or NullTracker()) as run:
         run.log_params(
             {
@@ -172,8 +192,10 @@ def _train(
                 "data.n_val": len(val_split),
                 "model.n_params": sum(p.numel() for p in model.parameters()),
                 "device": str(device),
+                "torch.threads": torch.get_num_threads(),
             }
         )
+        run.log_dataset(*_data_version(config, layout, params["data.manifest_sha256"]))
         result = fit(
             model, train_split, val_split, spec.train, preprocess, device, run, resume, world
         )

@@ -22,6 +22,7 @@ class Tracker(Protocol):
     def log_params(self, params: Mapping[str, Any]) -> None: ...
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None: ...
     def set_tags(self, tags: Mapping[str, str]) -> None: ...
+    def log_dataset(self, name: str, digest: str, source: Mapping[str, str]) -> None: ...
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None: ...
     def log_model(
         self, model: nn.Module, input_example: np.ndarray, checkpoint_dir: Path | None = None
@@ -46,6 +47,9 @@ class NullTracker:
         pass
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
+        pass
+
+    def log_dataset(self, name: str, digest: str, source: Mapping[str, str]) -> None:
         pass
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:

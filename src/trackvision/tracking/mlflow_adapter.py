@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 # The tag that ties a run to the exact weights it produced: how a model restored from DVC (pulled,
 # from the run cache, applied from another machine's experiment) finds its run in any store.
 WEIGHTS_TAG = "weights_sha256"
+# The experiment's kind: the UI opens a model-training experiment on its runs, not on GenAI views.
+EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 
 
 class MlflowTracker:
@@ -43,6 +45,7 @@ class MlflowTracker:
         run_name: str | None = None,
         run_id: str | None = None,
         tags: Mapping[str, str] | None = None,
+        system_metrics: bool = False,
     ) -> None:
         import mlflow
 
@@ -53,11 +56,15 @@ class MlflowTracker:
             exp_id = self._create_experiment(experiment, tracking_uri)
         else:
             exp_id = exp.experiment_id
+            if exp.tags.get(EXPERIMENT_KIND) is None:  # created before the kind was set
+                mlflow.MlflowClient().set_experiment_tag(exp_id, EXPERIMENT_KIND, MODEL_TRAINING)
         run = mlflow.start_run(
             run_id=run_id,
             experiment_id=exp_id,
             run_name=run_name,
             tags=dict(tags or {}) if run_id is None else None,
+            # CPU, memory (and GPU, with pynvml) sampled by MLflow's own monitor thread.
+            log_system_metrics=system_metrics,
         )
         if run_id is not None and tags:
             mlflow.set_tags(dict(tags))
@@ -73,7 +80,9 @@ class MlflowTracker:
             db = Path(tracking_uri.removeprefix("sqlite:///"))
             location = (db.parent / "mlruns").resolve().as_uri()
         try:
-            return self._mlflow.create_experiment(name, artifact_location=location)
+            return self._mlflow.create_experiment(
+                name, artifact_location=location, tags={EXPERIMENT_KIND: MODEL_TRAINING}
+            )
         except Exception:  # created meanwhile by a concurrent run: use theirs
             exp = self._mlflow.get_experiment_by_name(name)
             if exp is None:
@@ -104,6 +113,15 @@ class MlflowTracker:
     def set_tags(self, tags: Mapping[str, str]) -> None:
         self._activate()
         self._mlflow.set_tags(dict(tags))
+
+    def log_dataset(self, name: str, digest: str, source: Mapping[str, str]) -> None:
+        """The run's data as an MLflow dataset input: the UI's Dataset column names the version."""
+        from mlflow.data.code_dataset_source import CodeDatasetSource
+        from mlflow.data.meta_dataset import MetaDataset
+
+        self._activate()
+        dataset = MetaDataset(CodeDatasetSource(dict(source)), name=name, digest=digest)
+        self._mlflow.log_input(dataset, context="training")
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         self._activate()
@@ -222,6 +240,7 @@ def open_tracker(
     family: str,
     run_id: str | None = None,
     weights_sha256: str | None = None,
+    system_metrics: bool = False,
 ) -> Tracker:
     """The MLflow run of ``model``, or a no-op when tracking is off.
 
@@ -257,6 +276,7 @@ def open_tracker(
             run_name=f"{model} @ {exp_name}" if exp_name else f"{model} @ workspace",
             run_id=run_id,
             tags=tags,
+            system_metrics=system_metrics,
         )
     except Exception as exc:  # before any work: fail fast and say what to do
         raise TrackingError(

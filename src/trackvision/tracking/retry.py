@@ -105,6 +105,9 @@ class RetryingTracker:
     def set_tags(self, tags: Mapping[str, str]) -> None:
         self._call("set_tags", dict(tags))
 
+    def log_dataset(self, name: str, digest: str, source: Mapping[str, str]) -> None:
+        self._call("log_dataset", name, digest, dict(source))
+
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         self._call("log_artifact", path, artifact_path)
 
