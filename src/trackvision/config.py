@@ -8,7 +8,6 @@ md5 digests, a source's own options, model names) are validators that say it the
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -44,12 +43,6 @@ def _yaml_number(value: Any) -> Any:
             return float(value)
         except ValueError:
             return value
-    return value
-
-
-def _finite(value: float) -> float:
-    if not math.isfinite(value):
-        raise ValueError(f"expected a finite number, got {value!r}")
     return value
 
 

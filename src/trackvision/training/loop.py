@@ -30,7 +30,7 @@ from trackvision.training.checkpoint import ResumeFile
 from trackvision.training.distributed import World, check_supported
 from trackvision.training.dropout import cpu_fast_dropout
 from trackvision.training.finetune import backbone_frozen, set_phase
-from trackvision.training.precision import attention_for, autocast_dtype, resolve_precision
+from trackvision.training.precision import attention_for
 from trackvision.training.state import TrainingState
 
 log = logging.getLogger(__name__)
@@ -115,22 +115,20 @@ def fit(
     check_supported(world, settings.finetune)
     torch.manual_seed(settings.seed)
     model.to(device)
-    precision = resolve_precision(settings.precision, device)
-    amp_dtype = autocast_dtype(precision)
-    tracker.log_params({"train.precision_used": precision})  # what `auto` became here
     if settings.channels_last:  # oneDNN's fast convolution kernels want NHWC
         model.to(memory_format=torch.channels_last)
 
     batches = Batches(train.images, torch.from_numpy(np.asarray(train.labels)), settings.batch_size)
     x_val, y_val = to_nchw(val.images), torch.from_numpy(np.asarray(val.labels))
     state = TrainingState.start(model, settings, batches.steps, device, world)
+    tracker.log_params({"train.precision_used": state.precision})  # what `auto` became here
     state.restore(resume.load() if resume else None)
     if world.distributed:  # DDP fixes the trained parameters when it wraps the model
         set_phase(model, backbone_frozen(settings.finetune, state.next_epoch, settings.head_epochs))
     net = world.wrap(model, device)
 
     start = time.perf_counter()
-    with cpu_fast_dropout(model), attention_for(model, device, amp_dtype):
+    with cpu_fast_dropout(model), attention_for(model, device, state.amp_dtype):
         for epoch in range(state.next_epoch, state.last_epoch(settings.epochs) + 1):
             t0 = time.perf_counter()
             totals = train_epoch(net, model, batches, state, settings, preprocess, epoch, world)
@@ -184,7 +182,7 @@ def train_epoch(
     set_phase(model, backbone_frozen(settings.finetune, epoch, settings.head_epochs))
     trainable = [p for p in model.parameters() if p.requires_grad]
     device = state.device
-    amp_dtype = autocast_dtype(resolve_precision(settings.precision, device))
+    amp_dtype = state.amp_dtype
     order = torch.randperm(len(batches.y), generator=state.generator)
     totals = EpochTotals()
     bar = tqdm(

@@ -19,7 +19,7 @@ from torch import nn
 from trackvision.config import TrainSettings
 from trackvision.training.distributed import World
 from trackvision.training.optim import build_optimizer, build_scheduler
-from trackvision.training.precision import resolve_precision
+from trackvision.training.precision import autocast_dtype, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,7 @@ class TrainingState:
     generator: torch.Generator  # the global batch order
     augment_rng: torch.Generator
     device: torch.device
+    precision: str  # what `precision: auto` became on this device
     stopping: EarlyStopping
     best_weights: dict[str, torch.Tensor] = field(repr=False)
     history: list[dict[str, float]] = field(default_factory=list)
@@ -95,9 +96,14 @@ class TrainingState:
             generator=generator,
             augment_rng=augment_rng,
             device=device,
+            precision=precision,
             stopping=EarlyStopping(settings.patience),
             best_weights=copy.deepcopy(model.state_dict()),
         )
+
+    @property
+    def amp_dtype(self) -> torch.dtype | None:
+        return autocast_dtype(self.precision)
 
     def last_epoch(self, epochs: int) -> int:
         return self.next_epoch - 1 if self.stopping.stopped else epochs
