@@ -7,15 +7,19 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from trackvision.allocator import tune_allocator
 from trackvision.errors import TrackingError, TrackvisionError
+
+if TYPE_CHECKING:
+    from trackvision.config import Config
 
 log = logging.getLogger("trackvision")
 
 STAGES = ("download", "balance", "augment", "train", "evaluate", "compare")
 # Commands that build models and so validate the model entries of params.yaml up front.
-_MODEL_STAGES = ("check", "train", "evaluate")
+_MODEL_STAGES = ("check", "train", "evaluate", "tune")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,6 +81,17 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--model", required=True, help="models/<name>/ or models:/<name>@<alias>")
     export.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
     export.add_argument("--out", type=Path, help="default: exports/<name>.onnx|.pt")
+    tune = sub.add_parser(
+        "tune", help="an Optuna search (params.yaml's tune:), each trial a dvc experiment"
+    )
+    tune.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="trials run side by side by this process (default 1); start `tune` on other "
+        "machines against the same tune.storage for more",
+    )
     sub.add_parser("check", help="validate params.yaml and exit")
     sub.add_parser("sources", help="list the registered dataset sources")
     return parser
@@ -154,6 +169,8 @@ def run(argv: list[str] | None = None) -> int:
             log.info("MLflow UI on http://%s:%d  (%s)", args.host, args.port, " ".join(command))
             sys.stdout.flush()
             os.execv(command[0], command)  # the server replaces this process: Ctrl-C stops it
+        if args.stage == "tune":
+            return _tune(config, args.jobs)
         if args.stage == "learning-curve":
             from trackvision.experiments.learning_curve import (
                 curve_points,
@@ -201,6 +218,20 @@ def run(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         log.error("interrupted")
         return 130
+    return 0
+
+
+def _tune(config: Config, jobs: int) -> int:
+    from trackvision.errors import ConfigError
+    from trackvision.layout import repo_root
+    from trackvision.tuning.study import run_study, summary_lines
+
+    if config.tune is None:
+        raise ConfigError("params.yaml: no tune: section (see the README's Tuning part)")
+    if jobs < 1:
+        raise ConfigError(f"--jobs: expected 1 or more, got {jobs}")
+    study = run_study(config, repo_root(), jobs)
+    print("\n".join(summary_lines(study, config.tune)))  # the command's answer, not a log line
     return 0
 
 

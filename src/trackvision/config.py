@@ -240,6 +240,58 @@ class MlflowConfig(_Section):
         return name
 
 
+TUNE_METRICS = ("val_accuracy", "val_loss")
+SAMPLERS = ("tpe", "random")
+PRUNERS = ("median", "none")
+
+
+class SearchDimension(_Section):
+    """One key of ``tune.space``: a range (``low``, ``high``, ``log``) or a list of ``choices``."""
+
+    low: Number | None = None
+    high: Number | None = None
+    log: bool = False
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> SearchDimension:
+        if self.choices is not None:
+            if not self.choices or self.low is not None or self.high is not None:
+                raise ValueError("expected either choices: [a, b, ...] (non-empty) or low/high")
+            return self
+        if self.low is None or self.high is None or not self.low < self.high:
+            raise ValueError(f"expected low < high, got low={self.low} high={self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log: true needs low > 0, got {self.low}")
+        return self
+
+    @property
+    def is_int(self) -> bool:
+        return (
+            self.low is not None and float(self.low).is_integer() and float(self.high).is_integer()
+        )
+
+
+class PrunerConfig(_Section):
+    kind: Literal[PRUNERS]
+    startup_trials: Annotated[int, Field(ge=0)]  # trials that always finish before any is pruned
+    warmup_epochs: Annotated[int, Field(ge=0)]  # epochs every trial runs before it can be pruned
+
+
+class TuneConfig(_Section):
+    """``trackvision tune``: an Optuna study whose trials are DVC experiments of one model."""
+
+    study: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+    storage: str  # "" = sqlite:///<repo root>/optuna.db
+    model: Annotated[str, Field(min_length=1)]
+    trials: Annotated[int, Field(ge=1, le=100_000)]  # finished trials, counted over every worker
+    metric: Literal[TUNE_METRICS]  # the best epoch's value on the validation split
+    sampler: Literal[SAMPLERS]
+    seed: Annotated[int, Field(ge=0)]
+    pruner: PrunerConfig
+    space: dict[str, SearchDimension] = Field(min_length=1)
+
+
 class Params(_Section):
     """The whole of params.yaml."""
 
@@ -252,6 +304,7 @@ class Params(_Section):
     evaluate: EvaluateConfig
     doctor: DoctorConfig
     mlflow: MlflowConfig
+    tune: TuneConfig | None = None  # read by `trackvision tune` only, never by a stage
 
 
 class Config(BaseModel):
@@ -269,6 +322,7 @@ class Config(BaseModel):
     evaluate: EvaluateConfig
     doctor: DoctorConfig
     mlflow: MlflowConfig
+    tune: TuneConfig | None = None
     raw: dict[str, Any] = Field(repr=False)
 
     def model(self, name: str) -> ModelSpec:
@@ -415,6 +469,7 @@ def parse_config(raw: Any, check_models: bool = True) -> Config:
         evaluate=params.evaluate,
         doctor=params.doctor,
         mlflow=params.mlflow,
+        tune=params.tune,
         raw=raw,
     )
     if check_models:  # resolve once now, so per-model typos fail before any work

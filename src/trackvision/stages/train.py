@@ -40,6 +40,7 @@ from trackvision.training.distributed import (
     weights_digest,
 )
 from trackvision.training.loop import FitResult, fit
+from trackvision.tuning.trial import pruner_from_env
 
 log = logging.getLogger(__name__)
 
@@ -196,8 +197,20 @@ def _train(
             }
         )
         run.log_dataset(*_data_version(config, layout, params["data.manifest_sha256"]))
+        pruner = pruner_from_env() if world.is_main else None  # set when a search runs this
+        if pruner:
+            run.set_tags(pruner.link.mlflow_tags)
         result = fit(
-            model, train_split, val_split, spec.train, preprocess, device, run, resume, world
+            model,
+            train_split,
+            val_split,
+            spec.train,
+            preprocess,
+            device,
+            run,
+            resume,
+            world,
+            pruner,
         )
         if world.distributed:  # DDP keeps ranks in step: the digests show it
             log.info(
@@ -240,6 +253,8 @@ def _write_model(
         "stopped_early": result.stopped_early,
         "n_params": sum(p.numel() for p in model.parameters()),
     }
+    if result.pruned_at is not None:  # a search's trial, cut short: not what its params give
+        summary["pruned_at_epoch"] = result.pruned_at
     with atomic.atomic_path(layout.model_dir(card.name)) as tmp:
         save_checkpoint(tmp, result.best_state, card, preprocess)
         atomic.write_json(tmp / "history.json", result.history)
@@ -282,6 +297,8 @@ def _record(
         }
     )
     run.set_tags({WEIGHTS_TAG: digest, **doctor.mlflow_tags(findings)})
+    if result.pruned_at is not None:
+        run.set_tags({"tune.pruned": "true", "tune.pruned_at_epoch": str(result.pruned_at)})
     run.log_artifact(model_dir / "preprocessing.json")
     if config.mlflow.log_model:
         packaged = PackagedClassifier(

@@ -12,6 +12,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -47,6 +48,13 @@ class FitResult:
     stopped_early: bool
     seconds: float
     images_per_s: list[float]  # per epoch; wall-clock, so never part of an output's bytes
+    pruned_at: int | None = None  # the epoch after which a search's pruner stopped the run
+
+
+class Pruner(Protocol):
+    """Asked after every epoch whether the run is worth going on with (a search's trial)."""
+
+    def should_stop(self, epoch: int, row: dict[str, float]) -> bool: ...
 
 
 @dataclass
@@ -102,6 +110,7 @@ def fit(
     tracker: Tracker | None = None,
     resume: ResumeFile | None = None,
     world: World | None = None,
+    pruner: Pruner | None = None,
 ) -> FitResult:
     """Train ``model`` in place; returns the history and the best state (by val accuracy).
 
@@ -128,6 +137,7 @@ def fit(
     net = world.wrap(model, device)
 
     start = time.perf_counter()
+    pruned_at = None
     with cpu_fast_dropout(model), attention_for(model, device, state.amp_dtype):
         for epoch in range(state.next_epoch, state.last_epoch(settings.epochs) + 1):
             t0 = time.perf_counter()
@@ -154,6 +164,10 @@ def fit(
             if state.stopping.stopped:
                 log.info("early stop: no val accuracy gain for %d epochs", state.stopping.stale)
                 break
+            if _pruned(pruner, epoch, row, world):
+                log.info("pruned after epoch %d: the search's other trials did better", epoch)
+                pruned_at = epoch
+                break
     model.to(memory_format=torch.contiguous_format)
     for p in model.parameters():
         p.requires_grad_(True)
@@ -165,7 +179,16 @@ def fit(
         state.stopping.stopped,
         state.seconds + time.perf_counter() - start,
         state.images_per_s,
+        pruned_at,
     )
+
+
+def _pruned(pruner: Pruner | None, epoch: int, row: dict[str, float], world: World) -> bool:
+    """Rank 0's pruner decides for every rank (only rank 0 has one)."""
+    verdict = bool(pruner and world.is_main and pruner.should_stop(epoch, row))
+    if not world.distributed:
+        return verdict
+    return world.sum([float(verdict)])[0] > 0
 
 
 def train_epoch(
