@@ -97,13 +97,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _process_settings() -> None:
+# Settings that change what a stage writes, so dvc.yaml lists this file as that stage's input.
+STAGE_ENVIRONMENT = {
+    # MKL picks its code path by CPU, and torchvision's rotation grid goes through it: the last
+    # bits, and so some pixels, differed between CPU vendors. MKL's "compatible" path gives the
+    # same bytes on every x86 CPU; augment's few small matrix products do not feel it.
+    "augment": {"MKL_CBWR": "COMPATIBLE"},
+}
+
+
+def _process_settings(stage: str) -> None:
     """What this process is, set once by the entry point, before any library code runs."""
     # Before the first tensor exists, so that huge pages apply to every one (see allocator.py).
     tune_allocator()
     # MLflow's own HTTP retries back off for minutes; ours (tracking/retry.py) keep training going.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    for key, value in STAGE_ENVIRONMENT.get(stage, {}).items():
+        os.environ.setdefault(key, value)
 
 
 def ui_command(tracking_uri: str, root: Path, host: str, port: int) -> list[str]:
@@ -136,7 +147,7 @@ def ui_command(tracking_uri: str, root: Path, host: str, port: int) -> list[str]
 
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _process_settings()
+    _process_settings(args.stage)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
