@@ -97,24 +97,6 @@ def test_second_repro_does_nothing_and_dvc_reads_metrics_and_plots(pipeline) -> 
     assert "confusion.json" in html and "history.csv" in html
 
 
-def test_temp_experiment_lands_in_the_same_store_with_its_name(pipeline) -> None:
-    repo_dir, env = pipeline
-    _run(["dvc", "exp", "run", "--temp", "-n", "small-lr", "-S", "train.lr=1e-4"], repo_dir, env)
-    client = _client(repo_dir)
-    exp = client.get_experiment_by_name("synthetic_text")
-    runs = client.search_runs([exp.experiment_id], "tags.dvc_exp_name = 'small-lr'")
-    assert sorted(r.data.params["model.name"] for r in runs) == sorted(MODELS)
-    for run in runs:
-        assert run.data.params["train.lr"] == "0.0001"
-        assert run.info.run_name.endswith("@ small-lr")
-        assert "test_accuracy" in run.data.metrics
-        # Artifacts live in the real repo, not in DVC's deleted temporary workspace.
-        local = Path(client.download_artifacts(run.info.run_id, "evaluation/confusion.png"))
-        assert local.stat().st_size > 0
-    shown = _run(["dvc", "exp", "show", "--json"], repo_dir, env).stdout
-    assert "small-lr" in shown
-
-
 def test_champion_is_the_best_registered_version_and_predicts_raw_images(
     pipeline, monkeypatch
 ) -> None:

@@ -83,6 +83,9 @@ def test_a_killed_search_continues_and_every_trial_is_an_experiment_and_a_run(
     names = {ref.rsplit("/", 1)[-1] for ref in refs.split()}
     mlflow = client(repo)
     exp = mlflow.get_experiment_by_name("synthetic_text")
+    registered = {
+        v.run_id for v in mlflow.search_model_versions("name = 'synthetic_text-classifier'")
+    }
     for trial in done:
         name = f"cnn-search-{trial.number}"
         assert name in names
@@ -95,6 +98,11 @@ def test_a_killed_search_continues_and_every_trial_is_an_experiment_and_a_run(
         assert (found.data.tags.get("tune.pruned") == "true") == pruned
         epochs = len(trial.intermediate_values)
         assert epochs == (1 if pruned else 2)
+        # A pruned model never becomes a registry version (nor so the champion).
+        assert (found.info.run_id in registered) == (not pruned)
+        # Artifacts live in the real repo, not in DVC's deleted temporary copy.
+        local = mlflow.download_artifacts(found.info.run_id, "evaluation/confusion.png")
+        assert Path(local).stat().st_size > 0
 
     # The user's workspace is as it was (trials ran in DVC's temporary copies)...
     assert run(["git", "status", "--porcelain"], repo, env).stdout == ""

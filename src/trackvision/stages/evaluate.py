@@ -77,7 +77,7 @@ def evaluate(
     with closing_run(tracker):
         if tracker.restored:  # trained elsewhere: this store gets the model to register
             _record_restored(config, tracker, model_dir, model, card, preprocess, test)
-        _record(config, tracker, out, model_name, metrics, findings)
+        _record(config, tracker, out, model_name, metrics, findings, _candidate(model_dir))
     doctor.report(f"evaluate {model_name}", findings)
     doctor.enforce(findings, config.doctor.strict, f"evaluate {model_name}", out / "doctor.json")
     log.info(
@@ -179,6 +179,7 @@ def _record(
     model_name: str,
     metrics: dict[str, Any],
     findings: list[doctor.Finding],
+    candidate: bool,
 ) -> None:
     """The scores beside the training in the model's run; a new registry version."""
     tracker.log_metrics(
@@ -196,7 +197,7 @@ def _record(
     for name in EVALUATION_ARTIFACTS:
         tracker.log_artifact(out / name, "evaluation")
     tracker.set_tags(doctor.mlflow_tags(findings))
-    if config.mlflow.log_model and config.mlflow.registered_model:
+    if config.mlflow.log_model and config.mlflow.registered_model and candidate:
         tracker.register_model(
             config.mlflow.registered_model.format(source=config.data.source),
             {
@@ -207,6 +208,16 @@ def _record(
             },
             rank_by="test_accuracy",
         )
+
+
+def _candidate(model_dir: Path) -> bool:
+    """A model a search's pruner cut short is a record of the search, never a registry version
+    (nor so the champion): its params would not give it."""
+    summary = json.loads((model_dir / "train.json").read_text(encoding="utf-8"))
+    if "pruned_at_epoch" in summary:
+        log.info("%s: a pruned trial's model, not registered", model_dir)
+        return False
+    return True
 
 
 EVALUATION_ARTIFACTS = (
