@@ -48,12 +48,14 @@ system: $(SYSTEM_STAMP)
 repro: setup
 	dvc repro
 
+# Every core (pytest-xdist); tests that share a fixture run on one worker (tests/conftest.py).
+TEST_WORKERS ?= auto
 test: setup system
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 # The unit tests: no pipeline in a copy of the repo, no servers (the loop while changing code).
 test-fast: setup
-	$(BIN)/python -m pytest -m "not integration" --ignore=tests/integration
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "not integration" --ignore=tests/integration
 
 # The MLflow UI over this project's store, artifacts served, on 127.0.0.1 (make ui PORT=5001).
 PORT ?= 5000

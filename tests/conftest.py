@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,20 @@ from trackvision.config import Config, parse_config
 from trackvision.layout import Layout
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Under pytest-xdist (make test), each worker gets its share of the cores, as queued experiments
+# do: workers that each use every core fight over them. Set before torch starts its thread pool.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """One xdist group per test module, and one for every test of the shared pipeline, so that
+    each module- or session-scoped fixture is built once, by the worker that runs its tests."""
+    for item in items:
+        group = "pipeline" if "pipeline" in item.fixturenames else item.module.__name__
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(autouse=True)
