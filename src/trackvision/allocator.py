@@ -2,11 +2,10 @@
 
 A training step frees and re-allocates the same large activations every step. By default glibc
 returns big freed blocks to the OS (munmap, heap trimming) and the next step pays a page fault per
-4 KiB page to get them back: zero-filling one 11 MB activation of the report's CNN took 3 ms, and
-the whole step ran 1.2x faster once freed blocks stayed in the heap (AVX2 EPYC, fp32). Huge pages
+4 KiB page to get them back, zero-filled; keeping freed blocks in the heap avoids that. Huge pages
 (PyTorch's ``THP_MEM_ALLOC_ENABLE``, 2 MiB pages for tensors of 2 MiB and more) cut the faults
-that remain: efficientnet_lite0 at 128 px trained 1.15x faster. Both change speed only, never
-results. See the README's "Training speed".
+that remain. Both change speed only, never results; what they bring is measured in
+docs/performance.md.
 """
 
 from __future__ import annotations
