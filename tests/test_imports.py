@@ -21,9 +21,9 @@ ALLOWED = {
     "trackvision.stages.download": set(),
     "trackvision.stages.balance": set(),
     "trackvision.stages.compare": set(),
-    "trackvision.stages.augment": {"torch", "torchvision"},
-    "trackvision.stages.train": {"torch", "torchvision", "timm"},
-    "trackvision.stages.evaluate": {"torch", "torchvision", "timm"},
+    "trackvision.stages.augment": {"torch"},
+    "trackvision.stages.train": {"torch"},
+    "trackvision.stages.evaluate": {"torch"},
     "trackvision.doctor": set(),
     "trackvision.evaluation.metrics": {"torch"},
     "trackvision.evaluation.footprint": {"torch"},
@@ -42,3 +42,18 @@ def test_a_stage_module_imports_only_the_libraries_it_needs(module: str) -> None
     ).stdout
     imported = set(json.loads(out))
     assert imported <= ALLOWED[module], f"{module} imports {sorted(imported - ALLOWED[module])}"
+
+
+def test_the_report_cnn_is_built_without_timm_or_torchvision() -> None:
+    # timm's import pulls torchvision and torch._dynamo: seconds in every stage process of the
+    # cnn (a search's trials pay them twice each) that only timm's models need.
+    code = (
+        "import json, sys; from trackvision.models.zoo import create_model; "
+        "create_model('cnn', num_classes=2, in_chans=3, image_size=32); "
+        "heavy = ('timm', 'torchvision', 'torch._dynamo'); "
+        "print(json.dumps([m for m in heavy if m in sys.modules]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert json.loads(out) == []

@@ -166,7 +166,10 @@ def run(argv: list[str] | None = None) -> int:
         # Imported here so `--help` is instant and config errors come before heavy imports.
         from trackvision.config import load_config
 
-        config = load_config(args.params, check_models=args.stage in _MODEL_STAGES)
+        # A stage run for named models checks only theirs (the others' own stages check them):
+        # a timm name costs seconds of imports that `train --model cnn` need not pay.
+        named = getattr(args, "models", None)
+        config = load_config(args.params, check_models=args.stage in _MODEL_STAGES and not named)
         if args.stage == "check":
             log.info("%s: valid", args.params)
             return 0
@@ -206,11 +209,13 @@ def run(argv: list[str] | None = None) -> int:
         layout = Layout(Path.cwd())
         if args.stage in ("train", "evaluate"):
             names = args.models or list(config.models)
-            for name in names:
+            for name in names:  # every named model is valid before the first one runs
                 if name not in config.models:
                     from trackvision.models.zoo import check_model_name
 
                     check_model_name(name, "--model")
+                config.model(name)
+            for name in names:
                 stage(config, layout, name)
         else:
             stage(config, layout)

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
-from torchvision.transforms import v2
 from tqdm import tqdm
 
 from trackvision.config import AugmentSettings
 from trackvision.data.packed import Split
 
+if TYPE_CHECKING:
+    from torchvision.transforms import v2
+
 
 def build_transform(settings: AugmentSettings, size: int, channels: int) -> v2.Compose:
     """The offline transform for uint8 CHW tensors of side ``size``."""
+    # Here, not at the top: torchvision's import costs seconds that training (which imports this
+    # module for its online transforms) never needs.
+    from torchvision.transforms import v2
+
     jitter = settings.color_jitter
     steps: list[torch.nn.Module] = []
     if settings.rotation > 0:

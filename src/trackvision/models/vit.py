@@ -14,8 +14,6 @@ from __future__ import annotations
 import functools
 import math
 
-from timm.models.vision_transformer import VisionTransformer
-from timm.models.vision_transformer_hybrid import HybridEmbed
 from torch import nn
 
 STEMS = ("conv", "patch")
@@ -55,6 +53,10 @@ def build_vit(
         raise ValueError(f"dim {dim} is not a multiple of heads {heads}")
     if stem not in STEMS:
         raise ValueError(f"stem {stem!r} is not one of {', '.join(STEMS)}")
+    # Here, not at the top: timm's import costs seconds that the other models' stages never pay.
+    from timm.models.vision_transformer import VisionTransformer
+    from timm.models.vision_transformer_hybrid import HybridEmbed
+
     embed = {}
     if stem == "conv":
         if patch_size & (patch_size - 1) or patch_size < 2:

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
-from timm.models import adapt_input_conv
 from torch import nn
 
 from trackvision.errors import ConfigError
@@ -53,6 +52,8 @@ def map_in_order(model: nn.Module, source: dict[str, torch.Tensor], what: str) -
     for index, ((key, tensor), value) in enumerate(zip(target, values, strict=True)):
         if index == 0 and tensor.ndim == 4 and tensor.shape[1] != value.shape[1]:
             # The stem of an RGB network fed greyscale (or other) channels: timm's own remedy.
+            from timm.models import adapt_input_conv
+
             value = adapt_input_conv(tensor.shape[1], value)
         if tensor.shape == value.shape:
             mapped[key] = value

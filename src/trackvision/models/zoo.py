@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import timm
 from torch import nn
 
 from trackvision.errors import ConfigError, TrackvisionError
@@ -79,6 +78,8 @@ def pretrained_input_size(name: str) -> int | None:
     """The input side a timm model's pretrained weights were trained at (None: ours, or unknown)."""
     if name in _MODELS:
         return None
+    import timm
+
     cfg = timm.models.get_pretrained_cfg(name, allow_unregistered=True)
     size = getattr(cfg, "input_size", None) if cfg is not None else None
     return int(size[-1]) if size else None
@@ -86,7 +87,11 @@ def pretrained_input_size(name: str) -> int | None:
 
 def check_model_name(name: str, key: str = "train.models") -> None:
     """Raise a ConfigError naming close matches when ``name`` is neither ours nor timm's."""
-    if name in _MODELS or timm.is_model(name):
+    if name in _MODELS:
+        return
+    import timm  # here, not at the top: seconds of imports that our own models never need
+
+    if timm.is_model(name):
         return
     close = difflib.get_close_matches(name, [*_MODELS, *timm.list_models()], n=5, cutoff=0.6)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
@@ -143,6 +148,8 @@ def create_model(
 def _create_timm(
     name: str, pretrained: str, num_classes: int, in_chans: int, arch: dict[str, Any]
 ) -> nn.Module:
+    import timm
+
     try:
         model = timm.create_model(
             name, pretrained=pretrained == "hub", num_classes=num_classes, in_chans=in_chans, **arch
