@@ -39,6 +39,7 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10)
 
 def _faults_per_step(mode: str) -> float:
     env = {**os.environ, "THP_MEM_ALLOC_ENABLE": "0"}  # count 4 KiB pages in both runs
+    env.pop("OMP_NUM_THREADS", None)  # every core, as training uses (not a test worker's share)
     done = subprocess.run(
         [sys.executable, "-c", _STEPS, mode], env=env, capture_output=True, text=True, check=True
     )
