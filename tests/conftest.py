@@ -22,6 +22,7 @@ if _WORKERS > 1:
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """One xdist group per test module, and one for every test of the shared pipeline, so that
     each module- or session-scoped fixture is built once, by the worker that runs its tests."""
