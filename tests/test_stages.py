@@ -64,7 +64,15 @@ def tiny_run(tiny_pipeline: Path, tmp_path: Path, params):
 
 def test_stages_write_every_declared_output(tiny_run) -> None:
     _config, layout = tiny_run
-    assert len(list((layout.raw("synthetic_text") / "text").glob("*.jpg"))) == 40
+    raw = layout.raw("synthetic_text")
+    assert sorted(p.name for p in raw.iterdir()) == [
+        "classes.json",
+        "index.csv",
+        "pack.bin",
+        "source.json",
+    ]  # a pack, whatever the count
+    with open(raw / "index.csv") as fh:
+        assert sum(r["label"] == "text" for r in csv.DictReader(fh)) == 40
     with open(layout.balanced / "manifest.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert {r["split"] for r in rows} == {"train", "val", "test"}

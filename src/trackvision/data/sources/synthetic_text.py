@@ -9,7 +9,9 @@ occluded. Image ``i`` depends only on ``(seed, i)``, so raising ``count`` keeps 
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -21,6 +23,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from tqdm import tqdm
 
+from trackvision.data.rawset import PackWriter
 from trackvision.data.sources import FetchContext, register_source
 from trackvision.errors import ConfigError
 
@@ -298,35 +301,40 @@ def generate_image(seed: int, index: int, size: int, with_text: bool) -> Image.I
     return img
 
 
-def _write_image(job: tuple[SyntheticTextOptions, int, str, Path]) -> None:
-    options, index, label, path = job
-    img = generate_image(options.seed, index, options.size, label == "text")
-    img.save(path, quality=options.jpeg_quality)
+def _encode_image(job: tuple[SyntheticTextOptions, int, str]) -> bytes:
+    options, index, label = job
+    buffer = io.BytesIO()
+    generate_image(options.seed, index, options.size, label == "text").save(
+        buffer, format="JPEG", quality=options.jpeg_quality
+    )
+    return buffer.getvalue()
 
 
 @register_source("synthetic_text", options=SyntheticTextOptions, channels=3)
 def fetch_synthetic_text(
     out_dir: Path, options: SyntheticTextOptions, context: FetchContext
 ) -> dict[str, Any]:
-    """Seeded photos with and without rendered text (the thesis's task), needing no network."""
+    """Seeded photos with and without rendered text (the thesis's task), needing no network.
+
+    Written as one pack (``rawset.PackWriter``): three files whatever the count, so DVC checks
+    out, pushes and pulls them at once, in class then index order.
+    """
     n_text = round(options.count * options.text_fraction)
     counts = {"text": n_text, "no_text": options.count - n_text}
-    for label in CLASSES:
-        (out_dir / label).mkdir(parents=True, exist_ok=True)
     labels = ["text"] * counts["text"] + ["no_text"] * counts["no_text"]
-    jobs = [
-        (options, i, label, out_dir / label / f"img_{i:05d}.jpg") for i, label in enumerate(labels)
-    ]
+    jobs = sorted(((options, i, label) for i, label in enumerate(labels)), key=lambda j: j[2])
     workers = context.workers or len(os.sched_getaffinity(0))
     bar = tqdm(total=len(jobs), desc="synthetic_text", unit="img")
-    if workers == 1 or len(jobs) < 256:  # a pool costs more than it saves on a few images
-        for job in jobs:
-            _write_image(job)
+    with PackWriter(out_dir, CLASSES) as pack, contextlib.ExitStack() as stack:
+        if workers == 1 or len(jobs) < 256:  # a pool costs more than it saves on a few images
+            encoded = map(_encode_image, jobs)
+        else:  # image i depends only on (seed, i): the processes change nothing but the time
+            spawn = multiprocessing.get_context("spawn")
+            pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=spawn))
+            encoded = pool.map(_encode_image, jobs, chunksize=64)
+        for (_, index, label), data in zip(jobs, encoded, strict=True):
+            pack.add(f"{label}/img_{index:05d}.jpg", label, data)  # the name it always had
             bar.update()
-    else:  # image i depends only on (seed, i): the processes change nothing but the wall time
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            for _ in pool.map(_write_image, jobs, chunksize=64):
-                bar.update()
     bar.close()
     return {
         "images": options.count,
