@@ -10,6 +10,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from trackvision.data.fetch import Downloader
+from trackvision.data.rawset import read_raw
 from trackvision.data.sources import FetchContext, available_sources, get_source, parse_options
 from trackvision.data.sources.synthetic_text import generate_image
 from trackvision.errors import ConfigError
@@ -20,7 +21,7 @@ CTX = FetchContext(Downloader(cache_dir=Path("/nonexistent/cache")), Path("/none
 
 def _digest(folder: Path) -> str:
     h = hashlib.sha256()
-    for p in sorted(folder.rglob("*.jpg")):
+    for p in sorted(q for q in folder.rglob("*") if q.is_file()):
         h.update(p.name.encode() + p.read_bytes())
     return h.hexdigest()
 
@@ -31,13 +32,22 @@ def test_registry_lists_the_embedded_sources() -> None:
         get_source("nope")
 
 
-def test_synthetic_text_is_seeded_and_written_by_class(tmp_path: Path) -> None:
+def _labels(raw: Path) -> list[str]:
+    _classes, items = read_raw(raw)
+    return [item.label for item in items]
+
+
+def test_synthetic_text_is_seeded_and_written_as_one_pack(tmp_path: Path) -> None:
     source = get_source("synthetic_text")
     opts = parse_options(source, {"count": 24, "size": 32, "seed": 3})
     source.fetch(tmp_path / "a", opts, CTX)
     source.fetch(tmp_path / "b", opts, CTX)
-    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["no_text", "text"]
-    assert len(list((tmp_path / "a" / "text").glob("*.jpg"))) == 12
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [
+        "classes.json",
+        "index.csv",
+        "pack.bin",
+    ]
+    assert _labels(tmp_path / "a").count("text") == 12
     assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
     other = parse_options(source, {"count": 24, "size": 32, "seed": 4})
     source.fetch(tmp_path / "c", other, CTX)
@@ -48,8 +58,8 @@ def test_synthetic_text_fraction_makes_imbalance(tmp_path: Path) -> None:
     source = get_source("synthetic_text")
     opts = parse_options(source, {"count": 40, "size": 32, "text_fraction": 0.25})
     source.fetch(tmp_path, opts, CTX)
-    assert len(list((tmp_path / "text").iterdir())) == 10
-    assert len(list((tmp_path / "no_text").iterdir())) == 30
+    labels = _labels(tmp_path)
+    assert labels.count("text") == 10 and labels.count("no_text") == 30
 
 
 def test_digits_source_writes_ten_grey_classes(tmp_path: Path) -> None:
