@@ -31,7 +31,21 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
     config, layout = tiny_project(tmp_path_factory.mktemp("trained"), params)
     train(config, layout, "cnn")
     evaluate(config, layout, "cnn")
+    _unpack(layout.raw("synthetic_text"), layout.root / PHOTOS)
     return config, layout
+
+
+PHOTOS = "photos"  # the raw pack's files as a user's folder holds them, under the same names
+
+
+def _unpack(raw: Path, dest: Path) -> None:
+    from trackvision.data.rawset import read_raw
+
+    _classes, items = read_raw(raw)
+    for item in items:
+        path = dest / item.shown_as.split(f"{raw.name}/", 1)[-1]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(item.read())
 
 
 def _sha(path: Path) -> str:
@@ -89,7 +103,8 @@ def test_predict_decodes_files_exactly_as_training_did(trained) -> None:
     _config, layout = trained
     with open(layout.balanced / "manifest.csv") as fh:
         test_rows = [r for r in csv.DictReader(fh) if r["split"] == "test"]
-    paths = [layout.root / r["path"] for r in test_rows]
+    prefix = "data/raw/synthetic_text/"
+    paths = [layout.root / PHOTOS / r["path"].removeprefix(prefix) for r in test_rows]
     classifier = load_packaged(str(layout.model_dir("cnn")))
     from trackvision.predict import predict
 
@@ -116,7 +131,7 @@ def test_the_champion_in_mlflow_predicts_like_the_local_model_without_unpickling
 
     monkeypatch.setattr(torch, "load", refuse)
     monkeypatch.setattr(torch.export, "load", refuse)
-    photos = layout.raw("synthetic_text")
+    photos = layout.root / PHOTOS
     out_local, out_logged = tmp_path / "local.csv", tmp_path / "logged.csv"
     local_ref = str(layout.model_dir("cnn"))
     assert run(["predict", str(photos), "--model", local_ref, "--out", str(out_local)]) == 0
@@ -134,7 +149,7 @@ def test_predict_errors_are_one_clear_line(trained, tmp_path, caplog, monkeypatc
     (tmp_path / "empty").mkdir()
     assert run(["predict", str(tmp_path / "empty"), "--model", str(layout.model_dir("cnn"))]) == 1
     assert "no image files found" in caplog.text
-    assert run(["predict", str(layout.raw("synthetic_text")), "--model", "models/nope"]) == 1
+    assert run(["predict", str(layout.root / PHOTOS), "--model", "models/nope"]) == 1
     assert "models/nope: no such folder" in caplog.text
     (tmp_path / "photos").mkdir()
     generate_image(1, 1, 64, True).save(tmp_path / "photos" / "a.jpg")
