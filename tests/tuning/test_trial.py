@@ -18,12 +18,19 @@ def test_no_search_no_pruner(monkeypatch: pytest.MonkeyPatch) -> None:
     assert pruner_from_env() is None
 
 
-def test_a_pruned_trial_still_ends_as_a_finished_run_marked_pruned(
-    tmp_path: Path, params: dict, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def searched(tmp_path: Path, params: dict):
+    """A tiny project ready for train, and an empty study in a sqlite file beside it."""
     config, layout = tiny_project(tmp_path, params)
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    return config, layout, storage, study
+
+
+def test_a_pruned_trial_still_ends_as_a_finished_run_marked_pruned(
+    searched, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config, layout, storage, study = searched
     # A finished trial no accuracy can reach (> 1): the median pruner stops the next one.
     leader = study.ask()
     for epoch in (1, 2):
@@ -51,11 +58,9 @@ def test_a_pruned_trial_still_ends_as_a_finished_run_marked_pruned(
 
 
 def test_an_unpruned_trial_reports_every_epoch_and_runs_them_all(
-    tmp_path: Path, params: dict, monkeypatch: pytest.MonkeyPatch
+    searched, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config, layout = tiny_project(tmp_path, params)
-    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    config, layout, storage, study = searched
     trial = study.ask()  # the first trial: nothing to compare with, never pruned
     link = TrialLink(storage, "s", trial.number, "val_loss", "median", 0, 0)
     monkeypatch.setenv(TRIAL_ENV, link.to_env())
