@@ -193,3 +193,23 @@ def test_registered_model_name_may_only_use_source(params) -> None:
     params["mlflow"]["registered_model"] = "{dataset}-classifier"
     with pytest.raises(ConfigError, match=r"mlflow.registered_model.*\{source\}"):
         parse_config(params)
+
+
+def test_a_resumed_history_adds_only_the_epochs_the_store_lacks(tmp_path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from trackvision.tracking.mlflow_adapter import MlflowTracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = MlflowTracker(tracking_uri=uri, experiment="resume", run_name="r")
+    tracker.log_metrics({"val_accuracy": 0.5, "val_loss": 0.9}, step=1)  # delivered before a kill
+    rows = [
+        {"epoch": 1, "val_accuracy": 0.5, "val_loss": 0.9},
+        {"epoch": 2, "val_accuracy": 0.6, "val_loss": 0.8},  # saved, but never delivered
+    ]
+    tracker.log_history(rows)
+    tracker.close()
+    client = MlflowClient(uri)
+    for key, values in (("val_accuracy", [0.5, 0.6]), ("val_loss", [0.9, 0.8])):
+        history = client.get_metric_history(tracker.run_id, key)
+        assert [(m.step, m.value) for m in history] == list(zip([1, 2], values, strict=True))

@@ -110,6 +110,20 @@ class MlflowTracker:
         self._activate()
         self._mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
 
+    def log_history(self, rows: list[Mapping[str, float]]) -> None:
+        """A resumed run's saved epochs, but only those the store lacks: a kill can come before
+        the retry queue delivered the last ones, and MLflow keeps every point logged twice."""
+        if not rows:
+            return
+        self._activate()
+        key = next(k for k in rows[0] if k != "epoch")  # an epoch's metrics go in one batch
+        client = self._mlflow.MlflowClient()
+        held = {m.step for m in client.get_metric_history(self.run_id, key)}
+        for row in rows:
+            if int(row["epoch"]) not in held:
+                metrics = {k: float(v) for k, v in row.items() if k != "epoch"}
+                self._mlflow.log_metrics(metrics, step=int(row["epoch"]))
+
     def set_tags(self, tags: Mapping[str, str]) -> None:
         self._activate()
         self._mlflow.set_tags(dict(tags))

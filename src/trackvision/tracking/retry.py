@@ -102,6 +102,9 @@ class RetryingTracker:
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         self._call("log_metrics", dict(metrics), step=step)
 
+    def log_history(self, rows: list[Mapping[str, float]]) -> None:
+        self._call("log_history", [dict(r) for r in rows])
+
     def set_tags(self, tags: Mapping[str, str]) -> None:
         self._call("set_tags", dict(tags))
 

@@ -132,10 +132,8 @@ def fit(
     state = TrainingState.start(model, settings, batches.steps, device, world)
     tracker.log_params({"train.precision_used": state.precision})  # what `auto` became here
     state.restore(resume.load() if resume else None)
-    # A kill can come before the tracking queue (tracking/retry.py) delivered the last epochs:
-    # a resumed run records the saved ones again (the same values at the same steps).
-    for row in state.history:
-        tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
+    if state.history:  # resumed: the store may lack the last saved epochs (a kill beat the queue)
+        tracker.log_history(state.history)
     if world.distributed:  # DDP fixes the trained parameters when it wraps the model
         set_phase(model, backbone_frozen(settings.finetune, state.next_epoch, settings.head_epochs))
     net = world.wrap(model, device)
