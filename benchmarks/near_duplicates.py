@@ -6,7 +6,7 @@ noise). Each original gets one copy in another "split": resized, re-encoded, sli
 brightness-shifted; the same number of distinct pictures joins that split. Every cross-split pair
 is labelled (copy or distinct), so precision and recall are exact counts. Usage:
     python benchmarks/near_duplicates.py [--originals 600] [--size 64]
-        [--out metrics/bench_near_duplicates.json]
+        [--out reports/bench_near_duplicates.json]
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--originals", type=int, default=600)
     parser.add_argument("--size", type=int, default=64, help="decode size (data.image_size)")
-    parser.add_argument("--out", type=Path, default=Path("metrics/bench_near_duplicates.json"))
+    parser.add_argument("--out", type=Path, default=Path("reports/bench_near_duplicates.json"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     result = {"size": args.size, **score(args.originals, args.size)}

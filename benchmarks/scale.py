@@ -8,7 +8,7 @@ tree; then ``dvc push`` to an empty local remote and ``git clone`` + ``dvc pull`
 decodes 4000 x 3000 JPEGs the way balance does. Results go to ``--out`` and an MLflow run in the
 experiment ``benchmarks``. Usage:
     python benchmarks/scale.py [--datasets fashion_mnist tiny_imagenet gallery]
-        [--out metrics/bench_scale.json] [--no-mlflow]
+        [--out reports/bench_scale.json] [--no-mlflow]
 """
 
 from __future__ import annotations
@@ -163,7 +163,7 @@ def run_dataset(name: str, files: dict[str, bytes], params: dict, work: Path, im
     clone_pull = timed(["git", "clone", "-q", str(project), str(clone)], work)
     pull = timed(["dvc", "pull", "-q"], clone)
     raw = project / "data" / "raw" / params["data"]["source"]
-    test = json.loads((project / "metrics" / "cnn" / "test.json").read_text())
+    test = json.loads((project / "metrics" / "cnn" / "evaluation.json").read_text())
     return {
         "images": images,
         "stages": stages,
@@ -220,7 +220,7 @@ def main() -> None:
     parser.add_argument(
         "--datasets", nargs="+", default=["gallery", "fashion_mnist", "tiny_imagenet"]
     )
-    parser.add_argument("--out", type=Path, default=REPO / "metrics" / "bench_scale.json")
+    parser.add_argument("--out", type=Path, default=REPO / "reports" / "bench_scale.json")
     parser.add_argument("--no-mlflow", action="store_true")
     parser.add_argument(
         "--tracking-uri", default="", help="store for the benchmark's run (default: the project's)"

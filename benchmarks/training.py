@@ -9,9 +9,9 @@ For each case (model, input size, channels) it measures, on this machine:
   each case alternates passes of each (``--passes`` at 28 px, ``--passes-large`` at 128 and
   224 px) and compares medians;
 - inference latency per image (batch 1, median) and throughput (batch 64) on the CPU.
-Prints the ratios and writes ``metrics/bench.json`` (and an MLflow run in experiment
+Prints the ratios and writes ``reports/bench.json`` (and an MLflow run in experiment
 ``benchmarks``, unless ``--no-mlflow``). Usage:
-    python benchmarks/training.py [--quick] [--out metrics/bench.json]
+    python benchmarks/training.py [--quick] [--out reports/bench.json]
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def inference(name, size, channels, arch) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer images (a smoke run)")
-    parser.add_argument("--out", type=Path, default=Path("metrics/bench.json"))
+    parser.add_argument("--out", type=Path, default=Path("reports/bench.json"))
     parser.add_argument("--no-mlflow", action="store_true")
     parser.add_argument(
         "--passes",

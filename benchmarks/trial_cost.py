@@ -5,7 +5,7 @@ in this repository, whose data stages must be up to date (`dvc pull` or `dvc rep
 reads DVC's and the stages' output as it comes, and splits the wall time into DVC's set-up, the
 train process (before, during and after its epochs), the evaluate process and DVC's commit of
 the experiment. Prints the figures and the ratio wall / epochs; writes them to
-``metrics/bench_trial.json``. The experiment is removed afterwards. Usage:
+``reports/bench_trial.json``. The experiment is removed afterwards. Usage:
     python benchmarks/trial_cost.py [--model cnn] [--lr-scale 0.999]
 """
 
@@ -57,7 +57,7 @@ def main() -> None:
     parser.add_argument(
         "--lr-scale", type=float, default=0.999, help="the trial's lr = the model's lr x this"
     )
-    parser.add_argument("--out", type=Path, default=REPO / "metrics" / "bench_trial.json")
+    parser.add_argument("--out", type=Path, default=REPO / "reports" / "bench_trial.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -87,7 +87,7 @@ def main() -> None:
     ran = first(lines, "Ran experiment", eval_start)
     record = json.loads(
         subprocess.run(
-            ["git", "show", f"{experiment_ref(REPO, name)}:metrics/{args.model}/run.json"],
+            ["git", "show", f"{experiment_ref(REPO, name)}:runs/{args.model}/train.json"],
             cwd=REPO,
             capture_output=True,
             text=True,

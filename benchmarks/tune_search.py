@@ -4,7 +4,7 @@ Runs the study of params.yaml's `tune:` section twice in this repository (whose 
 up to date: `dvc pull` or `dvc repro` first), once with its sampler (TPE) and pruner and once
 with random search and no pruner, the same number of trials and workers, each as a fresh study
 (named with the time) in the default study database. Reads the default params' validation
-accuracy from `models/<model>/train.json`. Prints and writes to ``metrics/bench_tune.json``: the
+accuracy from `models/<model>/train.json`. Prints and writes to ``reports/bench_tune.json``: the
 best validation accuracy of each search and of the default params, the trials pruned and the
 share of training epochs the pruner saved. The trials' experiments are removed afterwards
 (their MLflow runs stay). Usage:
@@ -76,7 +76,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--trials", type=int, default=16)
-    parser.add_argument("--out", type=Path, default=REPO / "metrics" / "bench_tune.json")
+    parser.add_argument("--out", type=Path, default=REPO / "reports" / "bench_tune.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 

@@ -90,14 +90,16 @@ def test_stages_write_every_declared_output(tiny_run) -> None:
     ):
         assert (layout.model_dir("cnn") / name).is_file(), name
     headline = json.loads((layout.metrics_dir("cnn") / "test.json").read_text())
-    assert set(headline) == {"accuracy"}  # the DVC metric; the rest is in evaluation.json
+    assert headline.keys() == {"cnn"} and headline["cnn"].keys() == {"accuracy"}  # the DVC metric
     metrics = json.loads((layout.metrics_dir("cnn") / "evaluation.json").read_text())
     assert {"accuracy", "f1_weighted", "loss", "per_class", "confusion_matrix"} <= set(metrics)
-    assert headline["accuracy"] == metrics["accuracy"]
+    assert headline["cnn"]["accuracy"] == metrics["accuracy"]
     run = json.loads(layout.run_record("cnn").read_text())
     assert run["train_seconds"] > 0 and len(run["images_per_s"]) == 2
     assert metrics["n"] == len(read_split(layout.balanced, "test"))
-    assert metrics["n_params"] > 0 and metrics["cpu_latency_ms"] > 0
+    assert metrics["n_params"] > 0 and metrics["best_epoch"] in (1, 2)
+    timing = json.loads(layout.timing_record("cnn").read_text())  # timed: not in metrics/
+    assert timing["cpu_latency_ms"] > 0 and "cpu_latency_ms" not in metrics
     size = (layout.model_dir("cnn") / "model.safetensors").stat().st_size
     assert metrics["model_size_mb"] == pytest.approx(size / 1e6, abs=1e-3)
     records = json.loads((layout.metrics_dir("cnn") / "confusion.json").read_text())
@@ -325,6 +327,25 @@ def test_two_trainings_with_the_same_params_write_byte_identical_model_folders(t
     assert set(first) == set(second)
     assert [n for n in first if first[n] != second[n]] == []
     assert json.loads(layout.run_record("cnn").read_text())["mlflow_run_id"] != first_run
+
+
+def test_evaluating_again_leaves_metrics_and_reports_byte_identical(tiny_run) -> None:
+    """metrics/ and reports/compare.* vary only with the model (their DVC hashes are what
+    `dvc exp show` shows); the timed latency goes to runs/<model>/ and MLflow."""
+    config, layout = tiny_run
+
+    def files() -> dict[str, bytes]:
+        roots = (layout.root / "metrics", layout.reports)
+        return {str(p): p.read_bytes() for r in roots for p in sorted(r.rglob("*")) if p.is_file()}
+
+    first = files()
+    timing = json.loads(layout.timing_record("cnn").read_text())
+    evaluate(config, layout, "cnn")
+    compare(config, layout)
+    second = files()
+    assert set(first) == set(second)
+    assert [n for n in first if first[n] != second[n]] == []
+    assert json.loads(layout.timing_record("cnn").read_text()).keys() == timing.keys()
 
 
 def test_a_restored_model_evaluates_in_a_store_that_never_saw_it(tiny_run, tmp_path) -> None:

@@ -37,9 +37,18 @@ class Layout:
     def metrics_dir(self, model: str) -> Path:
         return self.root / "metrics" / model
 
+    def run_dir(self, model: str) -> Path:
+        """What varies run to run (seconds, images/s, latency, the MLflow run): never in models/
+        or metrics/, whose DVC hashes then change only with the params, the data and the code."""
+        return self.root / "runs" / model
+
     def run_record(self, model: str) -> Path:
-        """What varies run to run (seconds, images/s, the MLflow run): never in models/."""
-        return self.metrics_dir(model) / "run.json"
+        """The training's seconds, images/s, MLflow run and weights' sha256."""
+        return self.run_dir(model) / "train.json"
+
+    def timing_record(self, model: str) -> Path:
+        """The evaluation's CPU latency per image and the threads it was timed with."""
+        return self.run_dir(model) / "evaluate.json"
 
     @property
     def balance_report(self) -> Path:

@@ -157,12 +157,13 @@ def sort_into(predictions: Sequence[Prediction], dest: Path, threshold: float) -
 
 
 def best_local_model(root: Path) -> Path:
-    """``models/<name>/`` of the model with the best test accuracy in ``metrics/*/test.json``."""
+    """``models/<name>/`` of the model with the best test accuracy in
+    ``metrics/*/evaluation.json``."""
     scored = []
-    for test_json in sorted((root / "metrics").glob("*/test.json")):
-        model_dir = root / "models" / test_json.parent.name
+    for evaluation in sorted((root / "metrics").glob("*/evaluation.json")):
+        model_dir = root / "models" / evaluation.parent.name
         if (model_dir / "model.json").is_file():
-            accuracy = json.loads(test_json.read_text(encoding="utf-8")).get("accuracy", -1.0)
+            accuracy = json.loads(evaluation.read_text(encoding="utf-8")).get("accuracy", -1.0)
             scored.append((accuracy, model_dir))
     if not scored:
         raise DataError(

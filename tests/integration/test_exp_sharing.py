@@ -64,7 +64,7 @@ def test_an_experiment_pushed_from_one_machine_is_pulled_applied_and_tracked_on_
     assert NAME in exps
     data = exps[NAME]
     assert data["params"]["params.yaml"]["data"]["train"]["lr"] == 3e-3
-    accuracy = data["metrics"]["metrics/cnn/test.json"]["data"]["accuracy"]
+    accuracy = data["metrics"]["metrics/cnn/test.json"]["data"]["cnn"]["accuracy"]
     assert 0.0 <= accuracy <= 1.0
 
     run(["dvc", "exp", "apply", NAME], b, env)
@@ -79,5 +79,5 @@ def test_an_experiment_pushed_from_one_machine_is_pulled_applied_and_tracked_on_
     assert found.info.status == "FINISHED"
     assert found.data.params["train.lr"] == "0.003"
     assert found.data.metrics["test_accuracy"] == pytest.approx(accuracy)
-    weights = json.loads((b / "metrics" / "cnn" / "run.json").read_text())["weights_sha256"]
+    weights = json.loads((b / "runs" / "cnn" / "train.json").read_text())["weights_sha256"]
     assert found.data.tags["weights_sha256"] == weights

@@ -75,7 +75,7 @@ def test_repro_tracks_one_complete_run_per_model(pipeline) -> None:
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")]
         assert steps == [1, 2]
         test_json = json.loads((repo_dir / "metrics" / name / "test.json").read_text())
-        assert run.data.metrics["test_accuracy"] == pytest.approx(test_json["accuracy"])
+        assert run.data.metrics["test_accuracy"] == pytest.approx(test_json[name]["accuracy"])
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
         assert {"evaluation/confusion.png", "evaluation/report.txt"} <= artifacts
         local = Path(client.download_artifacts(run.info.run_id, "evaluation/confusion.png"))

@@ -155,6 +155,6 @@ def test_grid_queue_on_two_workers_runs_the_queued_code_into_one_store(pipeline,
             assert r.data.params["train.batch_size"] == str(row["params"]["train"]["batch_size"])
             steps = [m.step for m in mlflow.get_metric_history(r.info.run_id, "val_accuracy")]
             assert steps == [1, 2], (name, model, steps)
-            shown = row["metrics"][f"metrics/{model}/test.json"]["accuracy"]
+            shown = row["metrics"][f"metrics/{model}/test.json"][model]["accuracy"]
             assert r.data.metrics["test_accuracy"] == pytest.approx(shown), (name, model)
     print(f"4 queued experiments on 2 workers: {wall:.0f} s; queue restarted {restarts} time(s)")

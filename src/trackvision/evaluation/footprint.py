@@ -34,13 +34,20 @@ def cpu_latency_ms(model: nn.Module, example: torch.Tensor, repeats: int, warmup
         return median_ms(lambda: model(example), repeats, warmup)
 
 
-def footprint(model: nn.Module, weights: Path, example: torch.Tensor, repeats: int) -> dict:
-    """Parameter count, weights file size (MB) and median CPU latency per image (ms)."""
+def footprint(model: nn.Module, weights: Path) -> dict:
+    """Parameter count and weights file size (MB): what the model is, the same on every run."""
     return {
         "n_params": sum(p.numel() for p in model.parameters()),
         "model_size_mb": round(weights.stat().st_size / 1e6, 3),
+    }
+
+
+def latency(model: nn.Module, example: torch.Tensor, repeats: int) -> dict:
+    """Median CPU latency per image (ms) and the threads it ran on: different on every run."""
+    return {
         "cpu_latency_ms": round(cpu_latency_ms(model, example, repeats), 3),
         "cpu_threads": torch.get_num_threads(),
+        "repeats": repeats,
     }
 
 

@@ -30,7 +30,7 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 def classification_metrics(
     logits: torch.Tensor, labels: torch.Tensor, classes: list[str]
 ) -> dict[str, Any]:
-    """Everything test.json records, computed from raw logits and true labels."""
+    """Everything evaluation.json records, computed from raw logits and true labels."""
     y_true = labels.numpy()
     y_pred = logits.argmax(1).numpy()
     cm = confusion_matrix(y_true, y_pred, len(classes))

@@ -14,6 +14,7 @@ from trackvision import atomic, doctor
 from trackvision.config import Config
 from trackvision.data.packed import Split, read_classes, read_split
 from trackvision.errors import DataError
+from trackvision.evaluation.footprint import footprint, latency
 from trackvision.layout import Layout
 from trackvision.models.inference import pick_device, predict_logits, to_nchw
 from trackvision.models.preprocessing import Preprocessing
@@ -31,11 +32,12 @@ def _balance_doctor(layout: Layout) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8")).get("doctor", {})
 
 
-def headline(metrics: dict[str, Any]) -> dict[str, float]:
+def headline(metrics: dict[str, Any]) -> dict[str, dict[str, float]]:
     """test.json, the DVC metric: what `dvc exp show` compares experiments by. Only the
-    accuracy, so a terminal shows every model's beside the params that changed; its interval,
-    F1, loss and timings are in evaluation.json and MLflow."""
-    return {"accuracy": metrics["accuracy"]}
+    accuracy, under the model's name so that its column reads ``cnn.accuracy``: a terminal then
+    shows every model's beside the params that changed. Its interval, F1 and loss are in
+    evaluation.json and MLflow."""
+    return {metrics["model"]: {"accuracy": metrics["accuracy"]}}
 
 
 def evaluate(
@@ -56,9 +58,8 @@ def evaluate(
     logits = predict_logits(
         model.to(device), to_nchw(test.images), preprocess, config.evaluate.batch_size, device
     )
-    metrics = _score(
-        config, model_name, classes, model, model_dir, preprocess, test, logits, labels
-    )
+    metrics = _score(model_name, classes, model, model_dir, logits, labels)
+    timing = latency(model, preprocess(to_nchw(test.images[:1])), config.evaluate.latency_repeats)
     confidence, predicted = logits.softmax(dim=1).max(dim=1)
     y_true, y_pred = labels.numpy(), predicted.numpy()
     findings = [
@@ -71,13 +72,15 @@ def evaluate(
     metrics["doctor_status"] = doctor.status(findings)
     out = layout.metrics_dir(model_name)
     _write_evaluation(out, model_dir, metrics, findings, test.images, y_true, y_pred, confidence)
+    atomic.write_json(layout.timing_record(model_name), timing)
     tracker = tracker_factory(
         config, model_name, card.family, weights_sha256=weights_sha256(model_dir)
     )
     with closing_run(tracker):
         if tracker.restored:  # trained elsewhere: this store gets the model to register
             _record_restored(config, tracker, model_dir, model, card, preprocess, test)
-        _record(config, tracker, out, model_name, metrics, findings, _candidate(model_dir))
+        scores = {**metrics, **timing}
+        _record(config, tracker, out, model_name, scores, findings, _candidate(model_dir))
     doctor.report(f"evaluate {model_name}", findings)
     doctor.enforce(findings, config.doctor.strict, f"evaluate {model_name}", out / "doctor.json")
     log.info(
@@ -91,27 +94,23 @@ def evaluate(
 
 
 def _score(
-    config: Config,
     model_name: str,
     classes: list[str],
     model: torch.nn.Module,
     model_dir: Path,
-    preprocess: Preprocessing,
-    test: Split,
     logits: torch.Tensor,
     labels: torch.Tensor,
 ) -> dict[str, Any]:
-    """Every test figure, and what the model costs on a small device (the thesis's question)."""
+    """Every test figure, what the model is (parameters, file size: the thesis's question of a
+    small device) and when its training kept it; nothing that varies run to run."""
     # Imported here: these cost seconds that the other stages need not pay.
-    from trackvision.evaluation.footprint import footprint
     from trackvision.evaluation.metrics import classification_metrics
 
     metrics = classification_metrics(logits, labels, classes)
     metrics["model"] = model_name
-    example = preprocess(to_nchw(test.images[:1]))
-    metrics.update(
-        footprint(model, model_dir / "model.safetensors", example, config.evaluate.latency_repeats)
-    )
+    metrics.update(footprint(model, model_dir / "model.safetensors"))
+    trained = json.loads((model_dir / "train.json").read_text(encoding="utf-8"))
+    metrics["best_epoch"] = trained["best_epoch"]
     return metrics
 
 

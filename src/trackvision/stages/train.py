@@ -277,7 +277,7 @@ def _record(
     findings: list[doctor.Finding],
     val_split: Split,
 ) -> None:
-    """What varies run to run goes to MLflow and metrics/<model>/run.json, never to models/."""
+    """What varies run to run goes to MLflow and runs/<model>/train.json, never to models/."""
     model_dir = layout.model_dir(card.name)
     digest = weights_sha256(model_dir)
     atomic.write_json(
