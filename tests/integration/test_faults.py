@@ -22,7 +22,7 @@ from tests.integration.repos import run as _run
 
 pytestmark = pytest.mark.integration
 
-EPOCHS = 30
+EPOCHS = 15
 
 
 def _slow_tiny(params: dict) -> dict:

@@ -14,7 +14,9 @@ from tests.integration.repos import client, run
 pytestmark = pytest.mark.integration
 
 GRID = {"train.lr": ["0.002", "0.0005"], "train.batch_size": ["8", "16"]}
-GRID_MODELS = ["cnn"]  # one model: the grid and the workers are what is tested
+# Each experiment runs one model's stages (the target): the grid and the workers are what is
+# tested, and the shared pipeline's data stages stay as they are.
+TARGET, MODEL = "evaluate@cnn", "cnn"
 
 
 # Under pytest's 600 s, so a stuck queue fails with its workers' logs rather than a bare timeout.
@@ -108,9 +110,10 @@ def test_grid_queue_on_two_workers_runs_the_queued_code_into_one_store(pipeline,
     init = repo / "src" / "trackvision" / "__init__.py"
     original = init.read_text()
     init.write_text(original + f"\nopen({str(marker)!r}, 'a').write('x')  # test marker\n")
-    args = ["dvc", "exp", "run", "--queue", "-S", f"train.models=[{','.join(GRID_MODELS)}]"]
+    args = ["dvc", "exp", "run", "--queue"]
     for key, values in GRID.items():
         args += ["-S", f"{key}={','.join(values)}"]
+    args.append(TARGET)
     queued = run(args, repo, env).stdout
     init.write_text(original)
     assert queued.count("Queued experiment") == 4, queued
@@ -134,7 +137,7 @@ def test_grid_queue_on_two_workers_runs_the_queued_code_into_one_store(pipeline,
     rows = {
         n: r
         for n, r in _exp_rows(repo, env).items()
-        if r["params"]["train"]["models"] == GRID_MODELS
+        if str(r["params"]["train"]["lr"]) in GRID["train.lr"]
     }
     assert len(rows) == 4, sorted(rows)
     grid = {
@@ -147,7 +150,7 @@ def test_grid_queue_on_two_workers_runs_the_queued_code_into_one_store(pipeline,
     exp_id = mlflow.get_experiment_by_name("synthetic_text").experiment_id
     for name, row in rows.items():
         runs = mlflow.search_runs([exp_id], f"tags.dvc_exp_name = '{name}'")
-        assert sorted(r.data.params["model.name"] for r in runs) == GRID_MODELS, name
+        assert [r.data.params["model.name"] for r in runs] == [MODEL], name
         for r in runs:
             model = r.data.params["model.name"]
             assert r.info.status == "FINISHED"
@@ -157,4 +160,9 @@ def test_grid_queue_on_two_workers_runs_the_queued_code_into_one_store(pipeline,
             assert steps == [1, 2], (name, model, steps)
             shown = row["metrics"][f"metrics/{model}/test.json"][model]["accuracy"]
             assert r.data.metrics["test_accuracy"] == pytest.approx(shown), (name, model)
+    # `dvc exp show` columns: each model's accuracy beside the params, nothing timed.
+    header = run(["dvc", "exp", "show", "--csv"], repo, env).stdout.splitlines()[0].split(",")
+    assert {"cnn.accuracy", "vit.accuracy", "train.lr", "train.batch_size"} <= set(header), header
+    timed = [c for c in header if any(w in c for w in ("latency", "seconds", "images_per_s"))]
+    assert timed == [], header
     print(f"4 queued experiments on 2 workers: {wall:.0f} s; queue restarted {restarts} time(s)")
