@@ -39,7 +39,7 @@ from tests.loopback import Served, serve  # noqa: E402
 from trackvision.atomic import write_json  # noqa: E402
 
 log = logging.getLogger("bench")
-STAGES = ("download", "balance", "augment", "train@cnn", "evaluate@cnn")
+STAGES = ("download", "plan", "balance", "augment", "train@cnn", "evaluate@cnn")
 
 
 def _patterns(n: int, classes: int, side: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

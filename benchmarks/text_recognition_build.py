@@ -21,11 +21,13 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from trackvision import stages
 from trackvision.atomic import write_json
 from trackvision.config import parse_config
 from trackvision.data.fetch import file_digest
 from trackvision.layout import Layout
+from trackvision.stages.balance import balance
+from trackvision.stages.download import download
+from trackvision.stages.plan import plan
 
 
 def photo(rng: np.random.Generator, width: int = 500, height: int = 375) -> bytes:
@@ -80,9 +82,10 @@ def main() -> None:
         config = parse_config(params)
         layout = Layout(root / "repo")
         t0 = time.perf_counter()
-        stages.download(config, layout)
+        download(config, layout)
         t1 = time.perf_counter()
-        stages.balance(config, layout)
+        plan(config, layout)
+        balance(config, layout)
         t2 = time.perf_counter()
     result = {
         "flickr_images": args.flickr,

@@ -74,12 +74,13 @@ def tiny_project(root: Path, params: dict[str, Any]) -> tuple[Config, Layout]:
     from trackvision.stages.augment import augment
     from trackvision.stages.balance import balance
     from trackvision.stages.download import download
+    from trackvision.stages.plan import plan
 
     p = tiny_params(params, **{"train.models": ["cnn"], "mlflow.enabled": True})
     p["mlflow"]["tracking_uri"] = f"sqlite:///{root / 'mlflow.db'}"
     (root / "params.yaml").write_text(yaml.safe_dump(p))
     config, layout = parse_config(p), Layout(root)
-    for stage in (download, balance, augment):
+    for stage in (download, plan, balance, augment):
         stage(config, layout)
     return config, layout
 

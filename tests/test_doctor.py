@@ -20,6 +20,7 @@ from trackvision.evaluation.confidence import bootstrap_f1_interval
 from trackvision.layout import Layout
 from trackvision.stages.balance import balance
 from trackvision.stages.download import download
+from trackvision.stages.plan import plan
 
 
 def _levels(findings) -> dict[str, str]:
@@ -154,6 +155,7 @@ def test_balance_stage_reports_copies_in_the_raw_folder(tmp_path: Path, params) 
     p["data"]["folder"]["path"] = str(photos)
     config, layout = parse_config(p), Layout(tmp_path)
     download(config, layout)
+    plan(config, layout)
     report = balance(config, layout)
     found = {f["code"]: f for f in report["doctor"]["findings"]}
     assert "leakage.near_duplicate" in found, report["doctor"]

@@ -45,6 +45,7 @@ NOT_INPUTS = ("download", "data.workers", "mlflow")
 
 STAGE_MODULES = {
     "download": "trackvision.stages.download",
+    "plan": "trackvision.stages.plan",
     "balance": "trackvision.stages.balance",
     "augment": "trackvision.stages.augment",
     "train": "trackvision.stages.train",
@@ -190,12 +191,14 @@ def reads(tmp_path_factory, repo_params) -> dict[str, set[str]]:
     from trackvision.stages.compare import compare
     from trackvision.stages.download import download
     from trackvision.stages.evaluate import evaluate
+    from trackvision.stages.plan import plan
     from trackvision.stages.train import train
 
     config = parse_config(tiny_params(repo_params, **{"train.models": ["cnn"]}))
     layout = Layout(tmp_path_factory.mktemp("drift"))
     calls = {
         "download": lambda c: download(c, layout),
+        "plan": lambda c: plan(c, layout),
         "balance": lambda c: balance(c, layout),
         "augment": lambda c: augment(c, layout),
         "train": lambda c: train(c, layout, "cnn"),

@@ -23,6 +23,7 @@ from trackvision.stages.balance import balance
 from trackvision.stages.compare import compare
 from trackvision.stages.download import download
 from trackvision.stages.evaluate import evaluate
+from trackvision.stages.plan import plan
 from trackvision.stages.train import train
 
 
@@ -37,6 +38,7 @@ def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
     config = _config_at(p, root)
     layout = Layout(root)
     download(config, layout)
+    plan(config, layout)
     balance(config, layout)
     augment(config, layout)
     train(config, layout, "cnn")
@@ -231,7 +233,7 @@ def test_same_params_same_metrics(tmp_path: Path, params) -> None:
     results = []
     for run_dir in ("a", "b"):
         layout = Layout(tmp_path / run_dir)
-        for stage in (download, balance, augment):
+        for stage in (download, plan, balance, augment):
             stage(config, layout)
         train(config, layout, "cnn")
         results.append(evaluate(config, layout, "cnn"))
@@ -261,6 +263,10 @@ def test_cli_missing_inputs_say_what_to_run(tmp_path: Path, params, monkeypatch,
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params(params)))
     monkeypatch.chdir(tmp_path)
     assert run(["balance"]) == 1
+    assert "data/plan.json: missing; run the plan stage first" in caplog.text
+    caplog.clear()
+    assert run(["plan"]) == 0
+    assert run(["balance"]) == 1
     assert "download" in caplog.text
 
 
@@ -271,7 +277,7 @@ def test_digits_source_runs_greyscale_through_the_pipeline(tmp_path: Path, param
     p["train"]["hflip"] = False  # a mirrored 2 is not a 2
     config = parse_config(p)
     layout = Layout(tmp_path)
-    for stage in (download, balance, augment):
+    for stage in (download, plan, balance, augment):
         stage(config, layout)
     assert read_split(layout.balanced, "train").images.shape[-1] == 1
     for model in config.models:
@@ -301,7 +307,7 @@ def test_a_full_disk_while_saving_is_a_clear_error_and_leaves_nothing(
     p = tiny_params(params, **{"train.models": ["cnn"]})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
     monkeypatch.chdir(tmp_path)
-    for stage in ("download", "balance", "augment"):
+    for stage in ("download", "plan", "balance", "augment"):
         assert run([stage]) == 0
 
     def no_space(tensors, filename):
@@ -378,3 +384,16 @@ def test_a_restored_model_evaluates_in_a_store_that_never_saw_it(tiny_run, tmp_p
     tagged = home.search_runs([exp], filter_string=f"tags.weights_sha256 = '{digest}'")
     assert len(home.search_runs([exp])) == before and len(tagged) == 1
     assert "model_origin" not in tagged[0].data.tags
+
+
+def test_the_plan_keeps_its_bytes_unless_the_decode_size_changes(tmp_path: Path, params) -> None:
+    """balance depends on data/plan.json, not on `models`: a trial's lr leaves it cached."""
+    layout = Layout(tmp_path)
+    p = tiny_params(params)
+    plan(parse_config(p), layout)
+    first = layout.plan.read_bytes()
+    p["models"]["cnn"]["lr"] = 0.01
+    plan(parse_config(p), layout)
+    assert layout.plan.read_bytes() == first
+    p["models"]["cnn"]["image_size"] = 96  # larger than data.image_size: decoded larger
+    assert plan(parse_config(p), layout) == {"decode_size": 96}

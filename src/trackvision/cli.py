@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("trackvision")
 
-STAGES = ("download", "balance", "augment", "train", "evaluate", "compare")
+STAGES = ("download", "plan", "balance", "augment", "train", "evaluate", "compare")
 # Commands that build models and so validate the model entries of params.yaml up front.
 _MODEL_STAGES = ("check", "train", "evaluate", "tune")
 

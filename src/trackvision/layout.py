@@ -20,6 +20,11 @@ class Layout:
         return self.root / "data" / "raw" / source
 
     @property
+    def plan(self) -> Path:
+        """The decode size the models listed need (the plan stage; read by balance)."""
+        return self.root / "data" / "plan.json"
+
+    @property
     def balanced(self) -> Path:
         return self.root / "data" / "balanced"
 

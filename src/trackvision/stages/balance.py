@@ -10,6 +10,7 @@ from trackvision.config import Config
 from trackvision.data.balance import BalancedSet, build_balanced_set
 from trackvision.data.packed import write_classes, write_split
 from trackvision.layout import Layout
+from trackvision.stages.plan import read_plan
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +20,7 @@ def balance(config: Config, layout: Layout) -> dict[str, Any]:
     result = build_balanced_set(
         layout.raw(config.data.source),
         channels=config.data.channels,
-        image_size=config.decode_size,
+        image_size=read_plan(layout)["decode_size"],
         ratios=config.balance.split,
         strategy=config.balance.strategy,
         seed=config.balance.seed,
