@@ -58,7 +58,9 @@ def evaluate(
     logits = predict_logits(
         model.to(device), to_nchw(test.images), preprocess, config.evaluate.batch_size, device
     )
+    trained = json.loads((model_dir / "train.json").read_text(encoding="utf-8"))
     metrics = _score(model_name, classes, model, model_dir, logits, labels)
+    metrics["best_epoch"] = trained["best_epoch"]  # for compare, which reads metrics/ only
     timing = latency(model, preprocess(to_nchw(test.images[:1])), config.evaluate.latency_repeats)
     confidence, predicted = logits.softmax(dim=1).max(dim=1)
     y_true, y_pred = labels.numpy(), predicted.numpy()
@@ -80,7 +82,7 @@ def evaluate(
         if tracker.restored:  # trained elsewhere: this store gets the model to register
             _record_restored(config, tracker, model_dir, model, card, preprocess, test)
         scores = {**metrics, **timing}
-        _record(config, tracker, out, model_name, scores, findings, _candidate(model_dir))
+        _record(config, tracker, out, model_name, scores, findings, _candidate(model_dir, trained))
     doctor.report(f"evaluate {model_name}", findings)
     doctor.enforce(findings, config.doctor.strict, f"evaluate {model_name}", out / "doctor.json")
     log.info(
@@ -101,16 +103,14 @@ def _score(
     logits: torch.Tensor,
     labels: torch.Tensor,
 ) -> dict[str, Any]:
-    """Every test figure, what the model is (parameters, file size: the thesis's question of a
-    small device) and when its training kept it; nothing that varies run to run."""
+    """Every test figure and what the model is (parameters, file size: the thesis's question of
+    a small device); nothing that varies run to run."""
     # Imported here: these cost seconds that the other stages need not pay.
     from trackvision.evaluation.metrics import classification_metrics
 
     metrics = classification_metrics(logits, labels, classes)
     metrics["model"] = model_name
     metrics.update(footprint(model, model_dir / "model.safetensors"))
-    trained = json.loads((model_dir / "train.json").read_text(encoding="utf-8"))
-    metrics["best_epoch"] = trained["best_epoch"]
     return metrics
 
 
@@ -209,11 +209,10 @@ def _record(
         )
 
 
-def _candidate(model_dir: Path) -> bool:
-    """A model a search's pruner cut short is a record of the search, never a registry version
-    (nor so the champion): its params would not give it."""
-    summary = json.loads((model_dir / "train.json").read_text(encoding="utf-8"))
-    if "pruned_at_epoch" in summary:
+def _candidate(model_dir: Path, trained: dict[str, Any]) -> bool:
+    """A model a search's pruner cut short (``pruned_at_epoch`` in its train.json) is a record
+    of the search, never a registry version (nor so the champion): its params would not give it."""
+    if "pruned_at_epoch" in trained:
         log.info("%s: a pruned trial's model, not registered", model_dir)
         return False
     return True
