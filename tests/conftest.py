@@ -68,20 +68,26 @@ def tiny_params(params: dict[str, Any], **overrides: Any) -> dict[str, Any]:
     return p
 
 
-def tiny_project(root: Path, params: dict[str, Any]) -> tuple[Config, Layout]:
-    """A project folder with the tiny params (cnn only, MLflow into ``root``/mlflow.db) in its
-    params.yaml and the data stages run: ready for ``train``."""
+def run_data_stages(config: Config, layout: Layout) -> None:
+    """download, plan, balance and augment in this process, in dvc.yaml's order: the data a
+    test's training needs, without DVC's seconds per stage."""
     from trackvision.stages.augment import augment
     from trackvision.stages.balance import balance
     from trackvision.stages.download import download
     from trackvision.stages.plan import plan
 
+    for stage in (download, plan, balance, augment):
+        stage(config, layout)
+
+
+def tiny_project(root: Path, params: dict[str, Any]) -> tuple[Config, Layout]:
+    """A project folder with the tiny params (cnn only, MLflow into ``root``/mlflow.db) in its
+    params.yaml and the data stages run: ready for ``train``."""
     p = tiny_params(params, **{"train.models": ["cnn"], "mlflow.enabled": True})
     p["mlflow"]["tracking_uri"] = f"sqlite:///{root / 'mlflow.db'}"
     (root / "params.yaml").write_text(yaml.safe_dump(p))
     config, layout = parse_config(p), Layout(root)
-    for stage in (download, plan, balance, augment):
-        stage(config, layout)
+    run_data_stages(config, layout)
     return config, layout
 
 

@@ -13,15 +13,14 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.conftest import REPO, tiny_params
+from tests.conftest import REPO, run_data_stages, tiny_params
 from trackvision.cli import run
 from trackvision.config import parse_config
 from trackvision.data.packed import read_split
+from trackvision.errors import DataError
 from trackvision.layout import Layout
-from trackvision.stages.augment import augment
 from trackvision.stages.balance import balance
 from trackvision.stages.compare import compare
-from trackvision.stages.download import download
 from trackvision.stages.evaluate import evaluate
 from trackvision.stages.plan import plan
 from trackvision.stages.train import train
@@ -37,10 +36,7 @@ def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
     p = tiny_params(yaml.safe_load((REPO / "params.yaml").read_text()), **_TINY)
     config = _config_at(p, root)
     layout = Layout(root)
-    download(config, layout)
-    plan(config, layout)
-    balance(config, layout)
-    augment(config, layout)
+    run_data_stages(config, layout)
     train(config, layout, "cnn")
     evaluate(config, layout, "cnn")
     compare(config, layout)
@@ -233,8 +229,7 @@ def test_same_params_same_metrics(tmp_path: Path, params) -> None:
     results = []
     for run_dir in ("a", "b"):
         layout = Layout(tmp_path / run_dir)
-        for stage in (download, plan, balance, augment):
-            stage(config, layout)
+        run_data_stages(config, layout)
         train(config, layout, "cnn")
         results.append(evaluate(config, layout, "cnn"))
     assert results[0]["accuracy"] == results[1]["accuracy"]
@@ -277,8 +272,7 @@ def test_digits_source_runs_greyscale_through_the_pipeline(tmp_path: Path, param
     p["train"]["hflip"] = False  # a mirrored 2 is not a 2
     config = parse_config(p)
     layout = Layout(tmp_path)
-    for stage in (download, plan, balance, augment):
-        stage(config, layout)
+    run_data_stages(config, layout)
     assert read_split(layout.balanced, "train").images.shape[-1] == 1
     for model in config.models:
         train(config, layout, model)
@@ -397,3 +391,12 @@ def test_the_plan_keeps_its_bytes_unless_the_decode_size_changes(tmp_path: Path,
     assert layout.plan.read_bytes() == first
     p["models"]["cnn"]["image_size"] = 96  # larger than data.image_size: decoded larger
     assert plan(parse_config(p), layout) == {"decode_size": 96}
+
+
+def test_a_plan_file_that_is_not_the_stages_is_a_clear_error(tmp_path: Path, params) -> None:
+    layout = Layout(tmp_path)
+    layout.plan.parent.mkdir(parents=True)
+    for text in ("{not json", '{"size": 64}', '{"decode_size": "64"}'):
+        layout.plan.write_text(text)
+        with pytest.raises(DataError, match=r"plan\.json: expected \{\"decode_size\""):
+            balance(parse_config(tiny_params(params)), layout)

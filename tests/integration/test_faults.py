@@ -15,16 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import tiny_params
+from tests.conftest import run_data_stages, tiny_params
 from tests.integration.repos import client as _client
 from tests.integration.repos import copy_repo
 from tests.integration.repos import run as _run
 from trackvision.config import load_config
 from trackvision.layout import Layout
-from trackvision.stages.augment import augment
-from trackvision.stages.balance import balance
-from trackvision.stages.download import download
-from trackvision.stages.plan import plan
 
 pytestmark = pytest.mark.integration
 
@@ -106,8 +102,7 @@ def test_sigkill_during_training_then_repro_resumes_to_the_same_result(
 def test_ctrl_c_saves_marks_the_run_killed_and_exits_non_zero(tmp_path: Path) -> None:
     repo_dir, env = copy_repo(tmp_path / "repo", _slow_tiny)
     config, layout = load_config(repo_dir / "params.yaml"), Layout(repo_dir)
-    for stage in (download, plan, balance, augment):  # the data, in this process: seconds
-        stage(config, layout)
+    run_data_stages(config, layout)  # the data, in this process: seconds
     log = tmp_path / "train.log"
     # A file, not a pipe: nobody reads a pipe while we wait, and a full one would stall training.
     with log.open("w") as out:

@@ -9,14 +9,11 @@ from pathlib import Path
 
 import yaml
 
+from tests.conftest import run_data_stages
 from trackvision.config import parse_config
 from trackvision.data.sources.synthetic_text import generate_image
 from trackvision.layout import Layout
-from trackvision.stages.augment import augment
-from trackvision.stages.balance import balance
-from trackvision.stages.download import download
 from trackvision.stages.evaluate import evaluate
-from trackvision.stages.plan import plan
 from trackvision.stages.train import train
 
 MODEL = "tf_efficientnet_lite0"
@@ -45,8 +42,7 @@ def test_embedded_pretrained_model_fine_tunes_at_its_own_resolution(
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
     config, layout = parse_config(p), Layout(tmp_path)
     assert config.model(MODEL).train.image_size == 224 and config.decode_size == 224
-    for stage in (download, plan, balance, augment):
-        stage(config, layout)
+    run_data_stages(config, layout)
     train(config, layout, MODEL)
     metrics = evaluate(config, layout, MODEL)
     preprocessing = json.loads((layout.model_dir(MODEL) / "preprocessing.json").read_text())

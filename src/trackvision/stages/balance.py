@@ -10,7 +10,7 @@ from trackvision.config import Config
 from trackvision.data.balance import BalancedSet, build_balanced_set
 from trackvision.data.packed import write_classes, write_split
 from trackvision.layout import Layout
-from trackvision.stages.plan import read_plan
+from trackvision.stages.plan import read_decode_size
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +20,7 @@ def balance(config: Config, layout: Layout) -> dict[str, Any]:
     result = build_balanced_set(
         layout.raw(config.data.source),
         channels=config.data.channels,
-        image_size=read_plan(layout)["decode_size"],
+        image_size=read_decode_size(layout),
         ratios=config.balance.split,
         strategy=config.balance.strategy,
         seed=config.balance.seed,

@@ -28,8 +28,17 @@ def plan(config: Config, layout: Layout) -> dict[str, int]:
     return result
 
 
-def read_plan(layout: Layout) -> dict[str, int]:
-    """The plan stage's output; a clear error when it has not run."""
+def read_decode_size(layout: Layout) -> int:
+    """The side the plan stage chose; a clear error when it has not run or the file is not its."""
     if not layout.plan.is_file():
         raise DataError(f"{layout.plan}: missing; run the plan stage first (dvc repro)")
-    return json.loads(layout.plan.read_text(encoding="utf-8"))
+    try:
+        side = json.loads(layout.plan.read_text(encoding="utf-8"))["decode_size"]
+    except (ValueError, KeyError, TypeError):
+        side = None
+    if isinstance(side, bool) or not isinstance(side, int) or side < 1:
+        raise DataError(
+            f'{layout.plan}: expected {{"decode_size": <pixels>}} as the plan stage writes it; '
+            "run `dvc repro plan`"
+        )
+    return side
