@@ -17,6 +17,18 @@ def test_wilson_interval_matches_published_values() -> None:
 
 
 @pytest.mark.parametrize(
+    ("k", "n", "confidence"),
+    [(0, 1, 0.95), (1, 1, 0.95), (0, 20, 0.95), (81, 263, 0.95), (572, 600, 0.95), (9, 10, 0.99)],
+)
+def test_wilson_interval_equals_scipys(k: int, n: int, confidence: float) -> None:
+    from scipy.stats import binomtest
+
+    ci = binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
+    lo, hi = wilson_interval(k, n, confidence)
+    assert lo == pytest.approx(ci.low, abs=1e-12) and hi == pytest.approx(ci.high, abs=1e-12)
+
+
+@pytest.mark.parametrize(
     ("k", "n", "p"),
     [
         (0, 10, 0.5),
