@@ -209,3 +209,32 @@ def test_the_machine_is_described_for_every_benchmark() -> None:
     assert info["isa"] == torch.backends.cpu.get_cpu_capability()
     assert info["native_bf16"] == native_bf16(CPU)
     assert isinstance(info["cpu"], str) and info["cpu"]
+
+
+def test_validation_runs_at_the_training_batch_size_precision_and_layout() -> None:
+    """Validation is part of every epoch: it runs as the epoch's forward passes do."""
+    from trackvision.training.loop import evaluate_split
+
+    from .test_loop import PRE, _bright_vs_dark
+
+    model = _model().to(memory_format=torch.channels_last)
+    seen: list[tuple[int, torch.dtype, bool]] = []
+
+    def record(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        x = inputs[0]
+        seen.append((len(x), output.dtype, x.is_contiguous(memory_format=torch.channels_last)))
+
+    first_conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    first_conv.register_forward_hook(record)
+    val = _bright_vs_dark(40, seed=3)
+    images, labels = torch.from_numpy(val.images).permute(0, 3, 1, 2), torch.from_numpy(val.labels)
+    settings = SETTINGS.model_copy(update={"batch_size": 16, "channels_last": True})
+    loss, accuracy = evaluate_split(model, images, labels, PRE, settings, CPU, torch.bfloat16)
+    assert [n for n, _, _ in seen] == [16, 16, 8]
+    assert {dtype for _, dtype, _ in seen} == {torch.bfloat16}
+    assert all(nhwc for _, _, nhwc in seen)
+    seen.clear()
+    fp32_loss, _ = evaluate_split(model, images, labels, PRE, settings, CPU, None)
+    assert {dtype for _, dtype, _ in seen} == {torch.float32}
+    assert loss == pytest.approx(fp32_loss, abs=0.02) and 0 <= accuracy <= 1
+    assert model.training  # handed back in the mode it came in

@@ -22,14 +22,22 @@ def predict_logits(
     preprocess: Preprocessing,
     batch_size: int,
     device: torch.device,
+    *,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
 ) -> torch.Tensor:
-    """Logits for every image of a uint8 NCHW tensor, in eval mode; returned on the CPU."""
+    """Logits (fp32) for every image of a uint8 NCHW tensor, in eval mode; returned on the CPU.
+
+    ``amp_dtype`` runs the passes under autocast, as training does; ``channels_last`` lays the
+    batches out NHWC, for a model kept in that memory format (oneDNN's fast kernels)."""
     was_training = model.training
     model.eval()
-    out = [
-        model(preprocess(images[i : i + batch_size].to(device))).float().cpu()
-        for i in range(0, len(images), batch_size)
-    ]
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = preprocess(images[i : i + batch_size].to(device)).contiguous(memory_format=layout)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            out.append(model(x).float().cpu())
     model.train(was_training)
     return torch.cat(out) if out else torch.empty(0)
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from trackvision import atomic, doctor
-from trackvision.config import Config
+from trackvision.config import Config, TrainSettings
 from trackvision.data.packed import Split, read_classes, read_split
 from trackvision.errors import DataError
 from trackvision.evaluation.footprint import footprint, latency
@@ -53,11 +53,10 @@ def evaluate(
             f"{model_dir}: trained on classes {card.classes}, but the data has {classes}; "
             "retrain (dvc repro)"
         )
-    device = pick_device(config.model(model_name).train.device)
+    settings = config.model(model_name).train
+    device = pick_device(settings.device)
     labels = torch.from_numpy(np.asarray(test.labels))
-    logits = predict_logits(
-        model.to(device), to_nchw(test.images), preprocess, config.evaluate.batch_size, device
-    )
+    logits = _test_logits(model.to(device), test, preprocess, config, settings, device)
     trained = json.loads((model_dir / "train.json").read_text(encoding="utf-8"))
     metrics = _score(model_name, classes, model, model_dir, logits, labels)
     metrics["best_epoch"] = trained["best_epoch"]  # for compare, which reads metrics/ only
@@ -93,6 +92,31 @@ def evaluate(
         metrics["n"],
     )
     return metrics
+
+
+def _test_logits(
+    model: torch.nn.Module,
+    test: Split,
+    preprocess: Preprocessing,
+    config: Config,
+    settings: TrainSettings,
+    device: torch.device,
+) -> torch.Tensor:
+    """fp32 logits of the test split, in the memory format the model trained in (oneDNN's fast
+    convolutions want NHWC); the model is left as it was loaded."""
+    if settings.channels_last:
+        model.to(memory_format=torch.channels_last)
+    try:
+        return predict_logits(
+            model,
+            to_nchw(test.images),
+            preprocess,
+            config.evaluate.batch_size,
+            device,
+            channels_last=settings.channels_last,
+        )
+    finally:
+        model.to(memory_format=torch.contiguous_format)
 
 
 def _score(

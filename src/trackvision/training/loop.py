@@ -90,11 +90,21 @@ def evaluate_split(
     images: torch.Tensor,
     labels: torch.Tensor,
     preprocess: Preprocessing,
-    batch_size: int,
+    settings: TrainSettings,
     device: torch.device,
+    amp_dtype: torch.dtype | None,
 ) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of ``model`` on a split, in eval mode."""
-    logits = predict_logits(model, images, preprocess, batch_size, device)
+    """(mean cross-entropy, accuracy) of ``model`` on a split, in eval mode, at the batch size,
+    precision and memory format it trains with: validation is part of every epoch's cost."""
+    logits = predict_logits(
+        model,
+        images,
+        preprocess,
+        settings.batch_size,
+        device,
+        amp_dtype=amp_dtype,
+        channels_last=settings.channels_last,
+    )
     loss = F.cross_entropy(logits, labels).item()
     accuracy = (logits.argmax(1) == labels).float().mean().item()
     return loss, accuracy
@@ -146,7 +156,9 @@ def fit(
             totals = train_epoch(net, model, batches, state, settings, preprocess, epoch, world)
             images_per_s = totals.seen / (time.perf_counter() - t0)
             world.sync_buffers(model)
-            val_loss, val_acc = evaluate_split(model, x_val, y_val, preprocess, 256, device)
+            val_loss, val_acc = evaluate_split(
+                model, x_val, y_val, preprocess, settings, device, state.amp_dtype
+            )
             row = {
                 "epoch": epoch,
                 "train_loss": totals.loss_sum / totals.seen,
