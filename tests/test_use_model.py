@@ -224,3 +224,19 @@ def test_errors_grid_shows_every_mistake(tmp_path) -> None:
     n = errors_png(images, true, predicted, np.full(10, 0.9), ["a", "b"], tmp_path / "e.png", "t")
     assert n == 3
     assert (tmp_path / "e.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    none = errors_png(images, true, true, np.full(10, 0.9), ["a", "b"], tmp_path / "0.png", "t")
+    assert none == 0 and (tmp_path / "0.png").stat().st_size > 0
+
+
+def test_the_errors_montage_holds_each_image_in_its_cell() -> None:
+    from trackvision.evaluation.plots import montage
+
+    images = np.random.default_rng(1).integers(0, 255, (11, 6, 5, 3), dtype=np.uint8)
+    canvas, (cell_h, cell_w) = montage(images, cols=4, caption=3, gap=2)
+    assert canvas.shape == (3 * 9, 4 * 7, 3) and (cell_h, cell_w) == (9, 7)
+    for k, image in enumerate(images):
+        row, col = divmod(k, 4)
+        top, left = row * cell_h + 3, col * cell_w
+        assert np.array_equal(canvas[top : top + 6, left : left + 5], image)
+    assert (canvas[:3] == 255).all() and (canvas[-9:, 3 * 7 :] == 255).all()  # free cells
+    assert montage(images[:0], cols=4, caption=3, gap=2)[0].shape == (9, 28, 3)
