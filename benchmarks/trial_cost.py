@@ -1,12 +1,18 @@
-"""Benchmark: what one search trial costs around its training epochs.
+"""Benchmark: what an experiment costs around its training epochs.
 
-Runs a trial as `trackvision tune` does (`dvc exp run --temp -n <name> -S ... evaluate@<model>`)
-in this repository, whose data stages must be up to date (`dvc pull` or `dvc repro` first),
-reads DVC's and the stages' output as it comes, and splits the wall time into DVC's set-up, the
-train process (before, during and after its epochs), the evaluate process and DVC's commit of
-the experiment. Prints the figures and the ratio wall / epochs; writes them to
-``reports/bench_trial.json``. The experiment is removed afterwards. Usage:
-    python benchmarks/trial_cost.py [--model cnn] [--lr-scale 0.999]
+Two shapes of experiment, both run as real ``dvc exp run --temp`` in this repository (whose data
+stages must be up to date: ``dvc pull`` or ``dvc repro`` first):
+
+- ``--models cnn`` (the default): one search trial as ``trackvision tune`` runs it,
+  ``-S models.cnn.lr=... evaluate@cnn``;
+- ``--models all``: the default experiment, ``-S train.lr=...``, every model and ``compare``.
+
+DVC's and the stages' output is read as it comes; the wall time is split into DVC's set-up, each
+stage process (a train process into before, during and after its epochs) and DVC's commit of
+the experiment. Prints the figures and the ratio wall / epochs, and writes them to
+``reports/bench_trial.json`` (``reports/bench_experiment.json`` for ``all``). The experiment is
+removed afterwards. Usage:
+    python benchmarks/trial_cost.py [--models cnn|all] [--lr-scale 0.999]
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import time
@@ -27,9 +34,12 @@ from trackvision.tuning.experiment import experiment_ref, set_args
 
 log = logging.getLogger("bench")
 REPO = Path(__file__).resolve().parents[1]
+STAGE_LINE = re.compile(r"Running stage '([^']+)'")
+
+Lines = list[tuple[float, str]]
 
 
-def timed_lines(cmd: list[str], env: dict[str, str]) -> list[tuple[float, str]]:
+def timed_lines(cmd: list[str], env: dict[str, str]) -> Lines:
     """Run ``cmd`` and return each output line with the seconds since the start."""
     start = time.perf_counter()
     proc = subprocess.Popen(
@@ -44,80 +54,105 @@ def timed_lines(cmd: list[str], env: dict[str, str]) -> list[tuple[float, str]]:
     return lines
 
 
-def first(lines: list[tuple[float, str]], needle: str, after: float = 0.0) -> float:
+def first(lines: Lines, needle: str, after: float = 0.0) -> float:
     for t, text in lines:
         if t >= after and needle in text:
             return t
-    raise SystemExit(f"no line with {needle!r} in the trial's output")
+    raise SystemExit(f"no line with {needle!r} in the experiment's output")
+
+
+def stage_spans(lines: Lines) -> dict[str, tuple[float, float]]:
+    """Each stage DVC ran: (start, end), the end being the next stage's start or the moment
+    DVC reports the experiment run (its lock updates and output hashing count to the stage)."""
+    starts = [(t, m.group(1)) for t, text in lines if (m := STAGE_LINE.search(text))]
+    ran = first(lines, "Ran experiment")
+    ends = [t for t, _ in starts[1:]] + [ran]
+    return {name: (t, end) for (t, name), end in zip(starts, ends, strict=True)}
+
+
+def train_parts(
+    lines: Lines, span: tuple[float, float], model: str, record: dict, n_train: int
+) -> dict[str, float]:
+    start, end = span
+    tracked = first(lines, "MLflow run", start)
+    epochs_s = sum(n_train / ips for ips in record["images_per_s"])
+    fit_s = record["train_seconds"]
+    return {
+        "before_fit_s": round(tracked - start, 2),
+        "epochs_s": round(epochs_s, 2),
+        "validation_and_epoch_bookkeeping_s": round(fit_s - epochs_s, 2),
+        "after_fit_s": round(end - tracked - fit_s, 2),
+        "epochs": len(record["images_per_s"]),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="cnn")
+    parser.add_argument("--models", default="cnn", help="one model's trial, or 'all'")
     parser.add_argument(
-        "--lr-scale", type=float, default=0.999, help="the trial's lr = the model's lr x this"
+        "--lr-scale", type=float, default=0.999, help="the experiment's lr = the current lr x this"
     )
-    parser.add_argument("--out", type=Path, default=REPO / "reports" / "bench_trial.json")
+    parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     config = load_config(REPO / "params.yaml")
-    spec = config.model(args.model)
-    name = f"bench-trial-{int(time.time())}"
-    overrides = {f"models.{args.model}.lr": spec.train.lr * args.lr_scale}
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    cmd = [
-        "dvc",
-        "exp",
-        "run",
-        "--temp",
-        "-n",
-        name,
-        *set_args(overrides),
-        f"evaluate@{args.model}",
-    ]
+    name = f"bench-exp-{int(time.time())}"
+    if args.models == "all":
+        models = list(config.models)
+        overrides, targets = {"train.lr": config.train.lr * args.lr_scale}, []
+        out = args.out or REPO / "reports" / "bench_experiment.json"
+    else:
+        models = [args.models]
+        lr = config.model(args.models).train.lr
+        overrides = {f"models.{args.models}.lr": lr * args.lr_scale}
+        targets = [f"evaluate@{args.models}"]
+        out = args.out or REPO / "reports" / "bench_trial.json"
+    cmd = ["dvc", "exp", "run", "--temp", "-n", name, *set_args(overrides), *targets]
     log.info("$ %s", " ".join(cmd))
-    lines = timed_lines(cmd, env)
-
+    lines = timed_lines(cmd, {**os.environ, "PYTHONUNBUFFERED": "1"})
     wall = lines[-1][0]
-    train_start = first(lines, f"Running stage 'train@{args.model}'")
-    tracked = first(lines, "MLflow run", train_start)
-    fitted = first(lines, f"train {args.model}: best val accuracy", train_start)
-    eval_start = first(lines, f"Running stage 'evaluate@{args.model}'", train_start)
-    ran = first(lines, "Ran experiment", eval_start)
-    record = json.loads(
-        subprocess.run(
-            ["git", "show", f"{experiment_ref(REPO, name)}:runs/{args.model}/train.json"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
+    spans = stage_spans(lines)
+    ref = experiment_ref(REPO, name)
+    per_model = {}
+    for model in models:
+        record = json.loads(_git_show(ref, f"runs/{model}/train.json"))
+        n_train = _n_train(config, record["mlflow_run_id"])
+        per_model[model] = {
+            **train_parts(lines, spans[f"train@{model}"], model, record, n_train),
+            "evaluate_process_s": round(_length(spans[f"evaluate@{model}"]), 2),
+        }
+    epochs_s = sum(m["epochs_s"] for m in per_model.values())
+    with_validation = epochs_s + sum(
+        m["validation_and_epoch_bookkeeping_s"] for m in per_model.values()
     )
-    n_train = _n_train(config, record["mlflow_run_id"])
-    epochs_s = sum(n_train / ips for ips in record["images_per_s"])
-    fit_s = record["train_seconds"]
+    modelled = {f"{kind}@{m}" for m in models for kind in ("train", "evaluate")}
+    ran = first(lines, "Ran experiment")
     result = {
         "machine": machine(),
-        "model": args.model,
-        "epochs": len(record["images_per_s"]),
+        "command": " ".join(cmd),
         "wall_s": round(wall, 2),
         "training_epochs_s": round(epochs_s, 2),
         "ratio_wall_to_epochs": round(wall / epochs_s, 3),
-        "parts_s": {
-            "dvc_setup_and_upstream_checks": round(train_start, 2),
-            "train_process_before_fit": round(tracked - train_start, 2),
-            "fit_with_validation": round(fit_s, 2),
-            "train_process_after_fit": round(eval_start - tracked - fit_s, 2),
-            "evaluate_process": round(ran - eval_start, 2),
-            "dvc_commit_of_the_experiment": round(wall - ran, 2),
-        },
-        "validation_in_fit_s": round(fit_s - epochs_s, 2),
-        "after_fit_until_last_log_s": round(fitted - tracked - fit_s, 2),
+        "ratio_wall_to_epochs_with_validation": round(wall / with_validation, 3),
+        "dvc_setup_and_upstream_checks_s": round(min(s for s, _ in spans.values()), 2),
+        "models": per_model,
+        "other_stages_s": {k: round(_length(v), 2) for k, v in spans.items() if k not in modelled},
+        "dvc_commit_of_the_experiment_s": round(wall - ran, 2),
     }
     subprocess.run(["dvc", "exp", "remove", name], cwd=REPO, capture_output=True, check=False)
-    write_json(args.out, result)
+    write_json(out, result)
     print(json.dumps(result, indent=2))  # the benchmark's report
+
+
+def _length(span: tuple[float, float]) -> float:
+    return span[1] - span[0]
+
+
+def _git_show(ref: str, path: str) -> str:
+    return subprocess.run(
+        ["git", "show", f"{ref}:{path}"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
 
 
 def _n_train(config: Config, run_id: str) -> int:
