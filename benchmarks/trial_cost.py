@@ -119,6 +119,7 @@ def main() -> None:
         record = json.loads(_git_show(ref, f"runs/{model}/train.json"))
         n_train = _n_train(config, record["mlflow_run_id"])
         per_model[model] = {
+            "training_images_per_epoch": n_train,
             **train_parts(lines, spans[f"train@{model}"], model, record, n_train),
             "evaluate_process_s": round(_length(spans[f"evaluate@{model}"]), 2),
         }
