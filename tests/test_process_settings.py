@@ -31,3 +31,23 @@ def test_a_users_own_setting_wins(clean_env) -> None:
     clean_env.setenv("MKL_CBWR", "AVX2")
     cli._process_settings("augment")
     assert os.environ["MKL_CBWR"] == "AVX2"
+
+
+def test_the_entry_point_freezes_the_heap_before_the_interpreter_exits(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    """What a stage made is never garbage-collected at exit (seconds of every stage process);
+    the exit code is the command's."""
+    import gc
+
+    monkeypatch.setattr(
+        "sys.argv", ["trackvision", "--params", str(tmp_path / "none.yaml"), "check"]
+    )
+    gc.unfreeze()
+    try:
+        with pytest.raises(SystemExit) as exited:
+            cli.main()
+        assert exited.value.code == 2  # no such params file: a config error
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()

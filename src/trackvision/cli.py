@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import sys
@@ -278,7 +279,14 @@ def _use_model(args: argparse.Namespace) -> int:
 
 
 def main() -> None:
-    sys.exit(run())
+    try:
+        code = run()
+    finally:
+        # Nothing is collected after this, so the interpreter's exit skips a final garbage
+        # collection over every object torch and MLflow made: seconds per stage process, paid
+        # by every stage of every experiment. Exit handlers still run.
+        gc.freeze()
+    sys.exit(code)
 
 
 if __name__ == "__main__":
