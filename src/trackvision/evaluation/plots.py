@@ -78,8 +78,8 @@ def errors_png(
     """A grid of the misclassified images (most confident mistakes first), each captioned
     ``true -> predicted (confidence)``; returns how many mistakes there were in all.
 
-    The grid is one image (see ``montage``) with the captions over it: one axes per mistake
-    made this figure the slowest part of every evaluate stage."""
+    The grid is one image (see ``montage``) with the captions over it: with one axes per
+    mistake, this figure cost more than the other two together in every evaluate stage."""
     wrong = np.flatnonzero(true != predicted)
     wrong = wrong[np.argsort(-confidence[wrong], kind="stable")][:limit]
     cols = 8
