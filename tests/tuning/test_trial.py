@@ -73,6 +73,30 @@ def test_an_unpruned_trial_reports_every_epoch_and_runs_them_all(
     assert frozen.intermediate_values == {r["epoch"]: r["val_loss"] for r in history}
 
 
+def test_a_trial_is_never_pruned_after_its_last_epoch(
+    searched, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Behind an unreachable leader, but pruning is warmed up only by the last epoch: the trial
+    reports both epochs and completes; pruning then would have saved nothing."""
+    config, layout, storage, study = searched
+    leader = study.ask()
+    for epoch in (1, 2):
+        leader.report(1.01, epoch)
+    study.tell(leader, 1.01)
+    trial = study.ask()
+    # Optuna's warm-up: no pruning while the step is below 2, so only after the last epoch.
+    link = TrialLink(storage, "s", trial.number, "val_accuracy", "median", 1, 2)
+    monkeypatch.setenv(TRIAL_ENV, link.to_env())
+
+    summary = train(config, layout, "cnn")
+
+    assert config.model("cnn").train.epochs == 2
+    assert "pruned_at_epoch" not in summary and summary["epochs_run"] == 2
+    frozen = study.get_trials()[trial.number]
+    assert sorted(frozen.intermediate_values) == [1, 2]
+    assert "pruned_at_epoch" not in frozen.user_attrs
+
+
 def mlflow_client(root: Path):
     from mlflow.tracking import MlflowClient
 

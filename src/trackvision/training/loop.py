@@ -52,9 +52,10 @@ class FitResult:
 
 
 class Pruner(Protocol):
-    """Asked after every epoch whether the run is worth going on with (a search's trial)."""
+    """Told every epoch's metrics (a search's trial); says whether the run is worth going on
+    with. After the ``last`` epoch there is nothing left to save, so it never stops that one."""
 
-    def should_stop(self, epoch: int, row: dict[str, float]) -> bool: ...
+    def should_stop(self, epoch: int, row: dict[str, float], last: bool) -> bool: ...
 
 
 @dataclass
@@ -178,7 +179,7 @@ def fit(
             if state.stopping.stopped:
                 log.info("early stop: no val accuracy gain for %d epochs", state.stopping.stale)
                 break
-            if _pruned(pruner, epoch, row, world):
+            if _pruned(pruner, epoch, row, world, last=epoch == settings.epochs):
                 log.info("pruned after epoch %d: the search's other trials did better", epoch)
                 pruned_at = epoch
                 break
@@ -197,9 +198,11 @@ def fit(
     )
 
 
-def _pruned(pruner: Pruner | None, epoch: int, row: dict[str, float], world: World) -> bool:
+def _pruned(
+    pruner: Pruner | None, epoch: int, row: dict[str, float], world: World, last: bool
+) -> bool:
     """Rank 0's pruner decides for every rank (only rank 0 has one)."""
-    verdict = bool(pruner and world.is_main and pruner.should_stop(epoch, row))
+    verdict = bool(pruner and world.is_main and pruner.should_stop(epoch, row, last))
     if not world.distributed:
         return verdict
     return world.sum([float(verdict)])[0] > 0

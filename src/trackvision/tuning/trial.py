@@ -79,9 +79,10 @@ class TrialPruner:
         self.trial = optuna.trial.Trial(study, trial_id)
         self.pruned_at: int | None = None
 
-    def should_stop(self, epoch: int, row: dict[str, float]) -> bool:
+    def should_stop(self, epoch: int, row: dict[str, float], last: bool) -> bool:
         self.trial.report(float(row[self.link.metric]), step=epoch)
-        if not self.trial.should_prune():
+        # Pruning after the last epoch would save nothing and mark a complete trial as cut short.
+        if last or not self.trial.should_prune():
             return False
         self.pruned_at = epoch
         self.trial.set_user_attr("pruned_at_epoch", epoch)
