@@ -71,7 +71,7 @@ def stage_spans(lines: Lines) -> dict[str, tuple[float, float]]:
 
 
 def train_parts(
-    lines: Lines, span: tuple[float, float], model: str, record: dict, n_train: int
+    lines: Lines, span: tuple[float, float], record: dict, n_train: int
 ) -> dict[str, float]:
     start, end = span
     tracked = first(lines, "MLflow run", start)
@@ -120,7 +120,7 @@ def main() -> None:
         n_train = _n_train(config, record["mlflow_run_id"])
         per_model[model] = {
             "training_images_per_epoch": n_train,
-            **train_parts(lines, spans[f"train@{model}"], model, record, n_train),
+            **train_parts(lines, spans[f"train@{model}"], record, n_train),
             "evaluate_process_s": round(_length(spans[f"evaluate@{model}"]), 2),
         }
     epochs_s = sum(m["epochs_s"] for m in per_model.values())

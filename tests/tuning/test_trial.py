@@ -31,14 +31,7 @@ def test_a_pruned_trial_still_ends_as_a_finished_run_marked_pruned(
     searched, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config, layout, storage, study = searched
-    # A finished trial no accuracy can reach (> 1): the median pruner stops the next one.
-    leader = study.ask()
-    for epoch in (1, 2):
-        leader.report(1.01, epoch)
-    study.tell(leader, 1.01)
-    trial = study.ask()
-    link = TrialLink(storage, "s", trial.number, "val_accuracy", "median", 1, 1)
-    monkeypatch.setenv(TRIAL_ENV, link.to_env())
+    trial = _behind_an_unreachable_leader(study, storage, monkeypatch, warmup_epochs=1)
 
     summary = train(config, layout, "cnn")
 
@@ -79,14 +72,8 @@ def test_a_trial_is_never_pruned_after_its_last_epoch(
     """Behind an unreachable leader, but pruning is warmed up only by the last epoch: the trial
     reports both epochs and completes; pruning then would have saved nothing."""
     config, layout, storage, study = searched
-    leader = study.ask()
-    for epoch in (1, 2):
-        leader.report(1.01, epoch)
-    study.tell(leader, 1.01)
-    trial = study.ask()
     # Optuna's warm-up: no pruning while the step is below 2, so only after the last epoch.
-    link = TrialLink(storage, "s", trial.number, "val_accuracy", "median", 1, 2)
-    monkeypatch.setenv(TRIAL_ENV, link.to_env())
+    trial = _behind_an_unreachable_leader(study, storage, monkeypatch, warmup_epochs=2)
 
     summary = train(config, layout, "cnn")
 
@@ -95,6 +82,21 @@ def test_a_trial_is_never_pruned_after_its_last_epoch(
     frozen = study.get_trials()[trial.number]
     assert sorted(frozen.intermediate_values) == [1, 2]
     assert "pruned_at_epoch" not in frozen.user_attrs
+
+
+def _behind_an_unreachable_leader(
+    study: optuna.Study, storage: str, monkeypatch: pytest.MonkeyPatch, warmup_epochs: int
+) -> optuna.Trial:
+    """A finished trial no accuracy can reach (> 1) at both epochs, then the trial this
+    process trains for: the median pruner stops it at the first epoch its warm-up allows."""
+    leader = study.ask()
+    for epoch in (1, 2):
+        leader.report(1.01, epoch)
+    study.tell(leader, 1.01)
+    trial = study.ask()
+    link = TrialLink(storage, "s", trial.number, "val_accuracy", "median", 1, warmup_epochs)
+    monkeypatch.setenv(TRIAL_ENV, link.to_env())
+    return trial
 
 
 def mlflow_client(root: Path):
