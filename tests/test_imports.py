@@ -57,3 +57,11 @@ def test_the_report_cnn_is_built_without_timm_or_torchvision() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert json.loads(out) == []
+
+
+def test_dvc_parses_yaml_with_the_c_parser() -> None:
+    # DVC loads dvc.yaml, dvc.lock and params.yaml dozens of times per `dvc exp run` through
+    # ruamel.yaml's "safe" loader, which falls back to pure Python without ruamel.yaml.clib.
+    from ruamel.yaml import YAML
+
+    assert YAML(typ="safe").Parser.__name__ == "CParser"
