@@ -40,6 +40,7 @@ def _no_ambient_tracking(monkeypatch: pytest.MonkeyPatch) -> None:
         "DVC_EXP_NAME",
         "DVC_STAGE",
         "DVC_EXP_BASELINE_REV",
+        "TRACKVISION_STAGE_SERVER",
     ):
         monkeypatch.delenv(var, raising=False)
 

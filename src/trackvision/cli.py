@@ -278,15 +278,23 @@ def _use_model(args: argparse.Namespace) -> int:
     return 0
 
 
-def main() -> None:
+def execute(argv: list[str]) -> int:
+    """Run one command in this process; the stage server's children call it too."""
     try:
-        code = run()
+        return run(argv)
     finally:
         # Nothing is collected after this, so the interpreter's exit skips a final garbage
         # collection over every object torch and MLflow made: seconds per stage process, paid
         # by every stage of every experiment. Exit handlers still run.
         gc.freeze()
-    sys.exit(code)
+
+
+def main() -> None:
+    from trackvision.stage_server.client import run_on_server
+
+    argv = sys.argv[1:]
+    code = run_on_server(argv)  # None where no stage server is set or it cannot serve this
+    sys.exit(execute(argv) if code is None else code)
 
 
 if __name__ == "__main__":

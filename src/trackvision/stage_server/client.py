@@ -1,0 +1,82 @@
+"""The stage command's side: hand the command to the server, wait, exit with the child's status.
+
+Stdlib only, and imported before anything heavy, so a served stage starts in milliseconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+from types import FrameType
+
+from trackvision.stage_server.protocol import ENV_VAR, SERVED_STAGES, encode, request
+
+log = logging.getLogger(__name__)
+
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def stage_of(argv: list[str]) -> str | None:
+    """The stage an argv names (``trackvision [--params P] [-v] <stage> ...``), if it is one."""
+    args = iter(argv)
+    for arg in args:
+        if arg == "--params":
+            next(args, None)
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
+def run_on_server(argv: list[str]) -> int | None:
+    """The exit status of ``trackvision <argv>`` run by the stage server; None: run it here."""
+    path = os.environ.get(ENV_VAR)
+    if not path or stage_of(argv) not in SERVED_STAGES:
+        return None
+    try:
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn.connect(path)
+    except OSError as exc:
+        log.warning("%s=%s: %s; the stage runs in this process", ENV_VAR, path, exc.strerror)
+        return None
+    with conn:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        message = encode(request(argv))
+        sent = socket.send_fds(conn, [message], [0, 1, 2])
+        conn.sendall(message[sent:])
+        replies = conn.makefile("r", encoding="utf-8")
+        first = _reply(replies)
+        if first is None or "refused" in first:
+            why = first["refused"] if first else "it closed the connection"
+            log.warning("stage server %s refused (%s); the stage runs in this process", path, why)
+            return None
+        return _wait(replies, first["pid"])
+
+
+def _reply(replies) -> dict | None:
+    line = replies.readline()
+    return json.loads(line) if line else None
+
+
+def _wait(replies, pid: int) -> int:
+    """Pass signals on to the child's process group until the server reports its exit."""
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signum)
+
+    previous = {signum: signal.signal(signum, forward) for signum in FORWARDED}
+    try:
+        reply = _reply(replies)  # reads resume after a forwarded signal (PEP 475)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if reply is None:
+        log.error("stage server: the connection closed before the stage %d exited", pid)
+        return 1
+    return int(reply["exit"])

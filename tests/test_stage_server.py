@@ -1,0 +1,169 @@
+"""The stage server: a served stage is the stage's own process in all but its start-up."""
+
+from __future__ import annotations
+
+import filecmp
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, tiny_project
+from trackvision.stage_server.client import stage_of
+from trackvision.stage_server.launch import stage_server
+from trackvision.stage_server.protocol import ENV_VAR
+
+TRACKVISION = str(Path(os.sys.executable).with_name("trackvision"))
+FELL_BACK = "the stage runs in this process"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[dict[str, str]]:
+    """One real server for the module (its imports cost seconds), in this environment."""
+    env = {k: v for k, v in os.environ.items() if k != ENV_VAR}
+    with stage_server(env) as served:
+        yield {**env, **served}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny cnn project with its data stages run, ready for ``train``."""
+    root = tmp_path_factory.mktemp("served")
+    tiny_project(root, yaml.safe_load((REPO / "params.yaml").read_text()))
+    return root
+
+
+def trackvision(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [TRACKVISION, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_a_served_train_writes_the_bytes_its_own_process_writes(
+    server: dict[str, str], project: Path
+) -> None:
+    served = trackvision(["train", "--model", "cnn"], project, server)
+    assert served.returncode == 0, served.stderr[-3000:]
+    assert FELL_BACK not in served.stderr
+    assert "epoch 2/2" in served.stderr  # the child's log reached the command's own stderr
+    kept = project / "served-models"
+    os.rename(project / "models", kept)
+    alone = trackvision(["train", "--model", "cnn"], project, {**server, ENV_VAR: ""})
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    files = sorted(p.relative_to(kept) for p in kept.rglob("*") if p.is_file())
+    assert files, "train wrote no model files"
+    _match, mismatch, errors = filecmp.cmpfiles(kept, project / "models", files, shallow=False)
+    assert (mismatch, errors) == ([], [])
+
+
+def test_a_failing_stage_exits_with_its_status_and_says_why(
+    server: dict[str, str], tmp_path: Path
+) -> None:
+    args = ["--params", str(tmp_path / "missing.yaml"), "plan"]
+    served = trackvision(args, tmp_path, server)
+    alone = trackvision(args, tmp_path, {**server, ENV_VAR: ""})
+    assert served.returncode == alone.returncode != 0
+    assert FELL_BACK not in served.stderr
+    assert "missing.yaml" in served.stderr.splitlines()[-1]
+
+
+def test_other_import_time_settings_make_the_stage_run_itself(
+    server: dict[str, str], project: Path
+) -> None:
+    threads = "3" if server.get("OMP_NUM_THREADS") != "3" else "1"
+    proc = trackvision(["plan"], project, {**server, "OMP_NUM_THREADS": threads})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "import-time settings differ: OMP_NUM_THREADS" in proc.stderr
+    assert FELL_BACK in proc.stderr
+    assert "plan: {" in proc.stderr  # and it ran
+
+
+def test_no_server_at_the_socket_means_the_stage_runs_itself(project: Path, tmp_path: Path) -> None:
+    env = {**os.environ, ENV_VAR: str(tmp_path / "no-such-socket")}
+    proc = trackvision(["plan"], project, env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert FELL_BACK in proc.stderr and "no-such-socket" in proc.stderr
+
+
+def _children(parent: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+        except (OSError, ValueError):
+            continue
+        if entry.name.isdigit() and int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+            found.append(int(entry.name))
+    return found
+
+
+def _served_child(server: dict[str, str], timeout: float = 120) -> int:
+    """The server's child: the only one, as this module's tests run one after another."""
+    socket = server[ENV_VAR].encode()
+    (pid,) = [
+        int(p.name)
+        for p in Path("/proc").iterdir()
+        if p.name.isdigit() and socket in _cmdline(p) and b"stage_server" in _cmdline(p)
+    ]
+    deadline = time.monotonic() + timeout
+    while not (children := _children(pid)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(children) == 1, children
+    return children[0]
+
+
+def _cmdline(proc: Path) -> bytes:
+    try:
+        return (proc / "cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+@pytest.mark.parametrize("how", ["interrupt", "kill"])
+def test_stopping_the_command_stops_its_child(
+    server: dict[str, str], project: Path, tmp_path: Path, how: str
+) -> None:
+    """Ctrl-C reaches the child through its command; a killed command's child is stopped."""
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["train"]["epochs"] = 500
+    long = tmp_path / "long.yaml"
+    long.write_text(yaml.safe_dump(params))
+    command = subprocess.Popen(
+        [TRACKVISION, "--params", str(long), "train", "--model", "cnn"],
+        cwd=project,
+        env=server,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    child = _served_child(server)
+    time.sleep(2)  # into its imports and training: a signal now must still reach it
+    if how == "interrupt":
+        command.send_signal(signal.SIGINT)
+        _, stderr = command.communicate(timeout=60)
+        assert command.returncode == 130, stderr[-3000:]
+        assert "interrupted" in stderr
+    else:
+        command.kill()
+        command.wait()
+    deadline = time.monotonic() + 60
+    while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not Path(f"/proc/{child}").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "stage"),
+    [
+        (["train", "--model", "cnn"], "train"),
+        (["--params", "p.yaml", "-v", "evaluate"], "evaluate"),
+        (["-v"], None),
+    ],
+)
+def test_the_stage_is_read_from_the_command_line(argv: list[str], stage: str | None) -> None:
+    assert stage_of(argv) == stage
