@@ -290,6 +290,9 @@ class TuneConfig(_Section):
     seed: Annotated[int, Field(ge=0)]
     pruner: PrunerConfig
     space: dict[str, SearchDimension] = Field(min_length=1)
+    # Trials' stage commands fork from one process that imported torch and MLflow once
+    # (trackvision.stage_server): the same results, without each stage's imports.
+    stage_server: bool = True
 
 
 class Params(_Section):

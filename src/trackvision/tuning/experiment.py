@@ -77,9 +77,14 @@ def experiment_history(root: Path, name: str, model: str) -> list[dict[str, floa
     ]
 
 
-def trial_env(link_json: str, threads: int | None) -> dict[str, str]:
-    """The environment a trial's DVC run gets: the trial link, and its share of the cores."""
-    env = {**os.environ, "TRACKVISION_TRIAL": link_json}
-    if threads and "OMP_NUM_THREADS" not in os.environ:
+def search_env(threads: int | None) -> dict[str, str]:
+    """The environment every trial's DVC run starts from: this one, with its share of the cores."""
+    env = dict(os.environ)
+    if threads and "OMP_NUM_THREADS" not in env:
         env["OMP_NUM_THREADS"] = str(threads)  # trials side by side must not fight for cores
     return env
+
+
+def trial_env(base: dict[str, str], link_json: str) -> dict[str, str]:
+    """A trial's environment: the search's, and the link its train stage reports epochs by."""
+    return {**base, "TRACKVISION_TRIAL": link_json}

@@ -13,12 +13,19 @@ import logging
 import os
 import random
 import warnings
+from contextlib import AbstractContextManager as ContextManager
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from trackvision.config import Config, TuneConfig
-from trackvision.tuning.experiment import experiment_history, run_experiment, trial_env
+from trackvision.tuning.experiment import (
+    experiment_history,
+    run_experiment,
+    search_env,
+    trial_env,
+)
 from trackvision.tuning.space import check_space, suggest
 from trackvision.tuning.trial import TrialLink, direction, make_pruner
 
@@ -83,7 +90,7 @@ class Objective:
 
     config: Config
     root: Path
-    threads: int | None
+    env: dict[str, str]  # the search's environment, which each trial's adds to
 
     def __call__(self, trial: Any) -> float:
         import optuna
@@ -101,9 +108,7 @@ class Objective:
             startup_trials=tune.pruner.startup_trials,
             warmup_epochs=tune.pruner.warmup_epochs,
         )
-        run_experiment(
-            self.root, name, overrides, tune.model, trial_env(link.to_env(), self.threads)
-        )
+        run_experiment(self.root, name, overrides, tune.model, trial_env(self.env, link.to_env()))
         history = experiment_history(self.root, name, tune.model)
         trial.set_user_attr("epochs_run", len(history))
         value = best_of(history, tune.metric)
@@ -135,12 +140,23 @@ def run_study(config: Config, root: Path, jobs: int) -> Any:
     )
     if remaining > 0:
         threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
-        study.optimize(
-            Objective(config, root, threads),
-            n_jobs=jobs,
-            callbacks=[MaxTrialsCallback(tune.trials, states=done)],
-        )
+        env = search_env(threads)
+        with _served(tune, env) as served:
+            study.optimize(
+                Objective(config, root, {**env, **served}),
+                n_jobs=jobs,
+                callbacks=[MaxTrialsCallback(tune.trials, states=done)],
+            )
     return study
+
+
+def _served(tune: TuneConfig, env: dict[str, str]) -> ContextManager[dict[str, str]]:
+    """A stage server for the trials' stage commands (``tune.stage_server``), or none."""
+    if not tune.stage_server:
+        return nullcontext({})
+    from trackvision.stage_server.launch import stage_server
+
+    return stage_server(env)
 
 
 def summary_lines(study: Any, tune: TuneConfig) -> list[str]:
