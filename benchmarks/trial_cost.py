@@ -4,7 +4,8 @@ Two shapes of experiment, both run as real ``dvc exp run --temp`` in this reposi
 stages must be up to date: ``dvc pull`` or ``dvc repro`` first):
 
 - ``--models cnn`` (the default): one search trial as ``trackvision tune`` runs it,
-  ``-S models.cnn.lr=... evaluate@cnn``;
+  ``-S models.cnn.lr=... evaluate@cnn``, through a stage server where ``tune.stage_server`` is
+  on (started before the clock, as a search starts it once for all its trials);
 - ``--models all``: the default experiment, ``-S train.lr=...``, every model and ``compare``.
 
 DVC's and the stages' output is read as it comes; the wall time is split into DVC's set-up, each
@@ -12,7 +13,7 @@ stage process (a train process into before, during and after its epochs) and DVC
 the experiment. Prints the figures and the ratio wall / epochs, and writes them to
 ``reports/bench_trial.json`` (``reports/bench_experiment.json`` for ``all``). The experiment is
 removed afterwards. Usage:
-    python benchmarks/trial_cost.py [--models cnn|all] [--lr-scale 0.999]
+    python benchmarks/trial_cost.py [--models cnn|all] [--lr-scale 0.999] [--no-stage-server]
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ import re
 import subprocess
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 from trackvision.atomic import write_json
 from trackvision.config import Config, load_config
 from trackvision.evaluation.footprint import machine
+from trackvision.stage_server.launch import stage_server
 from trackvision.tuning.experiment import experiment_ref, set_args
 
 log = logging.getLogger("bench")
@@ -92,11 +95,18 @@ def main() -> None:
     parser.add_argument(
         "--lr-scale", type=float, default=0.999, help="the experiment's lr = the current lr x this"
     )
+    parser.add_argument(
+        "--stage-server",
+        action=argparse.BooleanOptionalAction,
+        help="run the stages through a stage server, as tune does (default: tune.stage_server)",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     config = load_config(REPO / "params.yaml")
+    if args.stage_server is None:
+        args.stage_server = bool(config.tune and config.tune.stage_server)
     name = f"bench-exp-{int(time.time())}"
     if args.models == "all":
         models = list(config.models)
@@ -110,7 +120,14 @@ def main() -> None:
         out = args.out or REPO / "reports" / "bench_trial.json"
     cmd = ["dvc", "exp", "run", "--temp", "-n", name, *set_args(overrides), *targets]
     log.info("$ %s", " ".join(cmd))
-    lines = timed_lines(cmd, {**os.environ, "PYTHONUNBUFFERED": "1"})
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    started = time.perf_counter()
+    with stage_server(env) if args.stage_server else nullcontext({}) as served:
+        server_start_s = time.perf_counter() - started
+        lines = timed_lines(cmd, {**env, **served})
+    fell_back = [text for _, text in lines if "the stage runs in this process" in text]
+    if args.stage_server and fell_back:
+        raise SystemExit(f"a stage ran without the stage server: {fell_back[0]}")
     wall = lines[-1][0]
     spans = stage_spans(lines)
     ref = experiment_ref(REPO, name)
@@ -132,6 +149,9 @@ def main() -> None:
     result = {
         "machine": machine(),
         "command": " ".join(cmd),
+        "stage_server": args.stage_server,
+        # Paid once per search, before its first trial: not part of the trial's wall time.
+        "stage_server_start_s": round(server_start_s, 2) if args.stage_server else None,
         "wall_s": round(wall, 2),
         "training_epochs_s": round(epochs_s, 2),
         "ratio_wall_to_epochs": round(wall / epochs_s, 3),
