@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import tempfile
 from pathlib import Path
 
 from trackvision.stage_server.protocol import ENV_VAR
-from trackvision.stage_server.server import Forked, run_child, serve
+from trackvision.stage_server.server import Forked, exit_child, run_child, serve
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -33,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         serve(path)
     except Forked as forked:
-        sys.exit(run_child(forked.request, forked.fds))
+        exit_child(run_child(forked.request, forked.fds))
 
 
 if __name__ == "__main__":
