@@ -16,10 +16,10 @@ import yaml
 from tests.conftest import REPO, tiny_project
 from trackvision.stage_server.client import stage_of
 from trackvision.stage_server.launch import stage_server
-from trackvision.stage_server.protocol import ENV_VAR
+from trackvision.stage_server.protocol import ENV_VAR, RAN_ITSELF
 
 TRACKVISION = str(Path(os.sys.executable).with_name("trackvision"))
-FELL_BACK = "the stage runs in this process"
+FELL_BACK = RAN_ITSELF
 
 
 @pytest.fixture(scope="module")
@@ -104,17 +104,24 @@ def _children(parent: int) -> list[int]:
 
 def _served_child(server: dict[str, str], timeout: float = 120) -> int:
     """The server's child: the only one, as this module's tests run one after another."""
-    socket = server[ENV_VAR].encode()
-    (pid,) = [
-        int(p.name)
-        for p in Path("/proc").iterdir()
-        if p.name.isdigit() and socket in _cmdline(p) and b"stage_server" in _cmdline(p)
-    ]
+    pid = _server_pid(server)
     deadline = time.monotonic() + timeout
     while not (children := _children(pid)) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert len(children) == 1, children
     return children[0]
+
+
+def _server_pid(server: dict[str, str]) -> int:
+    """The process serving on this socket (its children share its command line)."""
+    socket = server[ENV_VAR].encode()
+    found = {
+        int(p.name)
+        for p in Path("/proc").iterdir()
+        if p.name.isdigit() and socket in _cmdline(p) and b"stage_server" in _cmdline(p)
+    }
+    (pid,) = [pid for pid in found if not any(pid in _children(other) for other in found)]
+    return pid
 
 
 def _cmdline(proc: Path) -> bytes:
@@ -129,18 +136,7 @@ def test_stopping_the_command_stops_its_child(
     server: dict[str, str], project: Path, tmp_path: Path, how: str
 ) -> None:
     """Ctrl-C reaches the child through its command; a killed command's child is stopped."""
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["train"]["epochs"] = 500
-    long = tmp_path / "long.yaml"
-    long.write_text(yaml.safe_dump(params))
-    command = subprocess.Popen(
-        [TRACKVISION, "--params", str(long), "train", "--model", "cnn"],
-        cwd=project,
-        env=server,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    command = _long_train(project, tmp_path, server)
     child = _served_child(server)
     time.sleep(2)  # into its imports and training: a signal now must still reach it
     if how == "interrupt":
@@ -151,10 +147,42 @@ def test_stopping_the_command_stops_its_child(
     else:
         command.kill()
         command.wait()
+    _wait_gone(child)
+
+
+def _long_train(project: Path, tmp_path: Path, env: dict[str, str]) -> subprocess.Popen:
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["train"]["epochs"] = 500
+    long = tmp_path / "long.yaml"
+    long.write_text(yaml.safe_dump(params))
+    return subprocess.Popen(
+        [TRACKVISION, "--params", str(long), "train", "--model", "cnn"],
+        cwd=project,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_gone(pid: int) -> None:
     deadline = time.monotonic() + 60
-    while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not Path(f"/proc/{child}").exists()
+    assert not Path(f"/proc/{pid}").exists(), f"pid {pid} still runs"
+
+
+def test_a_killed_server_takes_its_children_along(project: Path, tmp_path: Path) -> None:
+    """As a kill of a whole process group (a search's) does: the command and the server at once."""
+    env = {k: v for k, v in os.environ.items() if k != ENV_VAR}
+    with stage_server(env) as served:
+        command = _long_train(project, tmp_path, {**env, **served})
+        child = _served_child({**env, **served})
+        server = _server_pid({**env, **served})
+        command.kill()
+        os.kill(server, signal.SIGKILL)
+        command.wait()
+        _wait_gone(child)
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 
 from tests.conftest import tiny_params
 from tests.integration.repos import client, copy_repo, run
+from trackvision.stage_server.protocol import RAN_ITSELF
 
 pytestmark = pytest.mark.integration
 
@@ -70,7 +71,10 @@ def test_a_killed_search_continues_and_every_trial_is_an_experiment_and_a_run(
     assert {line[3:] for line in changed} <= {"params.yaml"}, changed
     run(["git", "checkout", "HEAD", "--", "params.yaml"], repo, env)
 
-    out = run(["trackvision", "tune", "--jobs", "2"], repo, env).stdout
+    second = run(["trackvision", "tune", "--jobs", "2"], repo, env)
+    out = second.stdout
+    assert "stage server ready" in second.stderr
+    assert RAN_ITSELF not in second.stderr  # every trial's stages were served
 
     study = optuna.load_study(study_name=study_name, storage=storage)
     done = study.get_trials(deepcopy=False, states=DONE)

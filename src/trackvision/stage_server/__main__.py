@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         serve(path)
     except Forked as forked:
-        exit_child(run_child(forked.request, forked.fds))
+        exit_child(run_child(forked.request, forked.fds, forked.server))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,13 @@ import socket
 import sys
 from types import FrameType
 
-from trackvision.stage_server.protocol import ENV_VAR, SERVED_STAGES, encode, request
+from trackvision.stage_server.protocol import (
+    ENV_VAR,
+    RAN_ITSELF,
+    SERVED_STAGES,
+    encode,
+    request,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +47,7 @@ def run_on_server(argv: list[str]) -> int | None:
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         conn.connect(path)
     except OSError as exc:
-        log.warning("%s=%s: %s; the stage runs in this process", ENV_VAR, path, exc.strerror)
+        log.warning("%s=%s: %s; %s", ENV_VAR, path, exc.strerror, RAN_ITSELF)
         return None
     with conn:
         for stream in (sys.stdout, sys.stderr):
@@ -53,7 +59,7 @@ def run_on_server(argv: list[str]) -> int | None:
         first = _reply(replies)
         if first is None or "refused" in first:
             why = first["refused"] if first else "it closed the connection"
-            log.warning("stage server %s refused (%s); the stage runs in this process", path, why)
+            log.warning("stage server %s refused (%s); %s", path, why, RAN_ITSELF)
             return None
         return _wait(replies, first["pid"])
 

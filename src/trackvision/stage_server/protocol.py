@@ -19,6 +19,7 @@ IMPORT_TIME_PREFIXES = (
 )  # fmt: skip
 NOT_IMPORT_TIME = frozenset({"PYTHONPATH"})  # sys.path travels with the request
 MAX_REQUEST = 16 << 20
+RAN_ITSELF = "the stage runs in this process"  # how a command says it was not served
 
 
 def import_time_env(env: dict[str, str]) -> dict[str, str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import gc
 import importlib
 import json
@@ -39,14 +40,16 @@ PRELOAD = (
     "mlflow.store.tracking.sqlalchemy_store",
 )  # fmt: skip
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class Forked(BaseException):
     """Raised in a new child: unwinds the server's loop, so the child runs from ``main``."""
 
-    def __init__(self, request: dict[str, Any], fds: list[int]) -> None:
+    def __init__(self, request: dict[str, Any], fds: list[int], server: int) -> None:
         self.request = request
         self.fds = fds
+        self.server = server
 
 
 class Preloaded:
@@ -151,7 +154,7 @@ class Server:
         pid = os.fork()
         if pid == 0:
             self.close_in_child()
-            raise Forked(req, fds)
+            raise Forked(req, fds, self.pid)
         os.setpgid(pid, pid)  # as the child does: signals reach its group from the start
         _close_fds(fds)
         pidfd = os.pidfd_open(pid)
@@ -256,10 +259,15 @@ def serve(path: Path, modules: tuple[str, ...] = PRELOAD) -> None:
         server.shutdown()
 
 
-def run_child(req: dict[str, Any], fds: list[int]) -> int:
+def run_child(req: dict[str, Any], fds: list[int], server: int) -> int:
     """Become the command's own process, then run it: its streams, directory, environment,
     sys.path and signals, and trackvision imported afresh from that sys.path."""
     os.setpgid(0, 0)
+    # A server killed outright (with its command, say, by a kill of their process group) takes
+    # its children along: the kernel sends them SIGTERM (prctl PR_SET_PDEATHSIG).
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != server:  # it died before the call above
+        os._exit(128 + signal.SIGTERM)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.SIG_DFL)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from trackvision.errors import TrackvisionError
+from trackvision.stage_server.protocol import RAN_ITSELF
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,9 @@ def run_experiment(
         raise TrialError(
             f"trial {name}: `{' '.join(cmd)}` exited {proc.returncode}:\n" + "\n".join(tail)
         )
+    unserved = [line for line in proc.stderr.splitlines() if RAN_ITSELF in line]
+    if unserved:  # the trial's results stand; it only paid each stage's imports
+        log.warning("trial %s: %s", name, unserved[0].strip())
 
 
 def experiment_ref(root: Path, name: str) -> str:
