@@ -33,6 +33,7 @@ from trackvision.atomic import write_json
 from trackvision.config import Config, load_config
 from trackvision.evaluation.footprint import machine
 from trackvision.stage_server.launch import stage_server
+from trackvision.stage_server.protocol import RAN_ITSELF
 from trackvision.tuning.experiment import experiment_ref, set_args
 
 log = logging.getLogger("bench")
@@ -125,7 +126,7 @@ def main() -> None:
     with stage_server(env) if args.stage_server else nullcontext({}) as served:
         server_start_s = time.perf_counter() - started
         lines = timed_lines(cmd, {**env, **served})
-    fell_back = [text for _, text in lines if "the stage runs in this process" in text]
+    fell_back = [text for _, text in lines if RAN_ITSELF in text]
     if args.stage_server and fell_back:
         raise SystemExit(f"a stage ran without the stage server: {fell_back[0]}")
     wall = lines[-1][0]
