@@ -83,6 +83,18 @@ def test_other_import_time_settings_make_the_stage_run_itself(
     assert "plan: {" in proc.stderr  # and it ran
 
 
+def test_a_bad_request_leaves_the_server_serving(server: dict[str, str], project: Path) -> None:
+    import socket
+
+    for payload in (b"", b"not a request", (5).to_bytes(8, "big") + b"{"):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.connect(server[ENV_VAR])
+            conn.sendall(payload)
+    proc = trackvision(["plan"], project, server)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert FELL_BACK not in proc.stderr
+
+
 def test_no_server_at_the_socket_means_the_stage_runs_itself(project: Path, tmp_path: Path) -> None:
     env = {**os.environ, ENV_VAR: str(tmp_path / "no-such-socket")}
     proc = trackvision(["plan"], project, env)

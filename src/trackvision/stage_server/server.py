@@ -41,6 +41,7 @@ PRELOAD = (
 )  # fmt: skip
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
+RECEIVE_TIMEOUT_S = 10
 
 
 class Forked(BaseException):
@@ -137,8 +138,10 @@ class Server:
 
     def _accept(self, listener: socket.socket) -> None:
         conn, _ = listener.accept()
+        conn.settimeout(RECEIVE_TIMEOUT_S)  # a command that connects and stalls holds no one up
         try:
             req, fds = self._receive(conn)
+            conn.settimeout(None)
         except (OSError, ValueError, KeyError) as exc:
             log.warning("stage server: a bad request (%s)", exc)
             conn.close()
@@ -173,14 +176,18 @@ class Server:
         if len(fds) != 3:
             _close_fds(fds)
             raise ValueError(f"{len(fds)} file descriptors, not stdin, stdout, stderr")
-        length = decode_length(data[:8])
-        body = data[8:]
-        while len(body) < length:
-            chunk = conn.recv(length - len(body))
-            if not chunk:
-                raise ValueError("the request ended early")
-            body += chunk
-        return json.loads(body), fds
+        try:
+            length = decode_length(data[:8])
+            body = data[8:]
+            while len(body) < length:
+                chunk = conn.recv(length - len(body))
+                if not chunk:
+                    raise ValueError("the request ended early")
+                body += chunk
+            return json.loads(body), fds
+        except BaseException:
+            _close_fds(fds)
+            raise
 
     def _reap(self, pid: int) -> None:
         conn, pidfd = self.children.pop(pid)
