@@ -52,11 +52,17 @@ def run_on_server(argv: list[str]) -> int | None:
     with conn:
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
-        message = encode(request(argv))
-        sent = socket.send_fds(conn, [message], [0, 1, 2])
-        conn.sendall(message[sent:])
         replies = conn.makefile("r", encoding="utf-8")
-        first = _reply(replies)
+        try:
+            message = encode(request(argv))
+            sent = socket.send_fds(conn, [message], [0, 1, 2])
+            if sent < len(message):
+                conn.sendall(message[sent:])
+            first = _reply(replies)
+        except OSError as exc:
+            # Nothing started: a server forks only once it holds the whole request, and one
+            # that did would stop that child when this connection closes.
+            first = {"refused": exc.strerror or str(exc)}
         if first is None or "refused" in first:
             why = first["refused"] if first else "it closed the connection"
             log.warning("stage server %s refused (%s); %s", path, why, RAN_ITSELF)
