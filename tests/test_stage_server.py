@@ -197,6 +197,15 @@ def test_a_killed_server_takes_its_children_along(project: Path, tmp_path: Path)
         _wait_gone(child)
 
 
+def test_a_server_that_cannot_start_leaves_the_stages_to_themselves(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr("sys.executable", "/bin/false")
+    with stage_server(dict(os.environ)) as served:
+        assert served == {}
+    assert "exited 1 before it was ready" in caplog.text
+
+
 @pytest.mark.parametrize(
     ("argv", "stage"),
     [

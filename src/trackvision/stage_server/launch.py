@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from trackvision.errors import TrackvisionError
 from trackvision.stage_server.protocol import ENV_VAR
 
 log = logging.getLogger(__name__)
@@ -22,14 +21,19 @@ log = logging.getLogger(__name__)
 READY_TIMEOUT_S = 300  # its imports: seconds on a warm disk, longer on a cold one
 
 
-class StageServerError(TrackvisionError):
-    """The stage server did not come up."""
+class _NotReady(Exception):
+    """The server did not come up: the search goes on without it."""
 
 
 @contextmanager
 def stage_server(env: dict[str, str]) -> Iterator[dict[str, str]]:
     """A server started with ``env`` (the environment its commands will have); yields the
-    variables that send a command to it."""
+    variables that send a command to it, or none where no server could start (each stage then
+    runs as its own process, as without one)."""
+    if not hasattr(os, "pidfd_open"):
+        log.info("no stage server on this system (it needs Linux): each stage imports its own")
+        yield {}
+        return
     folder = Path(tempfile.mkdtemp(prefix="trackvision-stages-"))  # mode 0700: only this user
     path = folder / "socket"
     proc = subprocess.Popen(
@@ -39,9 +43,14 @@ def stage_server(env: dict[str, str]) -> Iterator[dict[str, str]]:
         stdout=subprocess.DEVNULL,
     )
     try:
-        _wait_ready(proc, path)
-        log.info("stage server ready (pid %d): stage commands skip their imports", proc.pid)
-        yield {ENV_VAR: str(path)}
+        try:
+            _wait_ready(proc, path)
+        except _NotReady as exc:
+            log.warning("%s; each stage imports its own", exc)
+            yield {}
+        else:
+            log.info("stage server ready (pid %d): stage commands skip their imports", proc.pid)
+            yield {ENV_VAR: str(path)}
     finally:
         proc.terminate()
         try:
@@ -56,7 +65,7 @@ def _wait_ready(proc: subprocess.Popen, path: Path) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
     while not os.path.exists(path):
         if proc.poll() is not None:
-            raise StageServerError(f"the stage server exited {proc.returncode} before it was ready")
+            raise _NotReady(f"the stage server exited {proc.returncode} before it was ready")
         if time.monotonic() > deadline:
-            raise StageServerError(f"the stage server was not ready in {READY_TIMEOUT_S} s")
+            raise _NotReady(f"the stage server was not ready in {READY_TIMEOUT_S} s")
         time.sleep(0.05)
