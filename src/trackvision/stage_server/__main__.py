@@ -10,8 +10,9 @@ import logging
 import tempfile
 from pathlib import Path
 
+from trackvision.stage_server.child import Forked, exit_child, run_child
 from trackvision.stage_server.protocol import ENV_VAR
-from trackvision.stage_server.server import Forked, exit_child, run_child, serve
+from trackvision.stage_server.server import serve
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,12 +1,8 @@
-"""The server: import the stages' libraries once, then fork a child per stage command."""
+"""The server: a Unix socket, a fork per stage command, each child reported back as it exits."""
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import ctypes
-import gc
-import importlib
 import json
 import logging
 import os
@@ -15,101 +11,18 @@ import signal
 import socket
 import struct
 import sys
-import threading
 import time
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-from trackvision.stage_server.protocol import (
-    decode_length,
-    import_time_env,
-    interpreter,
-)
+from trackvision.stage_server.child import Forked
+from trackvision.stage_server.preload import PRELOAD, Preloaded
+from trackvision.stage_server.protocol import decode_length
 
 log = logging.getLogger(__name__)
 
-# The libraries the served stages import (a module missing here costs only its import in each
-# child). Never trackvision's own modules: each child imports those from its command's sys.path.
-PRELOAD = (
-    "numpy", "pandas", "PIL.Image", "yaml", "pydantic", "tqdm", "safetensors.torch",
-    "scipy.special", "scipy.stats", "matplotlib.pyplot", "torch", "torch.distributed",
-    "torch.utils.data", "torchvision.transforms", "timm", "timm.data",
-    # What the first torch.export in a process imports (MLflow logs models through it).
-    "torch.export", "torch._dynamo", "torch._functorch.aot_autograd", "networkx",
-    "optuna", "mlflow", "mlflow.pytorch", "mlflow.models", "mlflow.tracking",
-    "mlflow.store.tracking.sqlalchemy_store",
-)  # fmt: skip
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 RECEIVE_TIMEOUT_S = 10
-
-
-class Forked(BaseException):
-    """Raised in a new child: unwinds the server's loop, so the child runs from ``main``."""
-
-    def __init__(self, request: dict[str, Any], fds: list[int], server: int) -> None:
-        self.request = request
-        self.fds = fds
-        self.server = server
-
-
-class Preloaded:
-    """The server's libraries, and what a command must share with it to be served."""
-
-    def __init__(self, modules: tuple[str, ...]) -> None:
-        self.env = import_time_env(dict(os.environ))  # before anything reads or sets them
-        self.interpreter = interpreter()
-        for name in modules:
-            try:
-                importlib.import_module(name)
-            except ImportError as exc:
-                log.debug("preload %s: %s", name, exc)
-        _warm_up()
-        # Children never collect what the server imported: no copy-on-write of its whole heap,
-        # no full collections over millions of objects in every child (gc.freeze's purpose).
-        gc.collect()
-        gc.freeze()
-        self.files = {
-            top: _file_state(sys.modules[top])
-            for top in {name.split(".")[0] for name in modules}
-            if top in sys.modules
-        }
-
-    def refusal(self, req: dict[str, Any]) -> str | None:
-        """Why a fork of this server would not be the command's own process; None if it is."""
-        if req["interpreter"] != self.interpreter:
-            return f"another interpreter: {req['interpreter']['executable']}"
-        env = import_time_env(req["env"])
-        if env != self.env:
-            keys = sorted(k for k in env.keys() | self.env.keys() if env.get(k) != self.env.get(k))
-            return f"import-time settings differ: {', '.join(keys)}"
-        finder = importlib.machinery.PathFinder
-        for top, state in self.files.items():
-            spec = finder.find_spec(top, req["path"])
-            if spec is None or spec.origin != state[0]:
-                return f"{top} resolves to {spec.origin if spec else 'nothing'}, not {state[0]}"
-            if _file_state(sys.modules[top]) != state:
-                return f"{top} changed on disk since the server imported it"
-        return None
-
-
-def _warm_up() -> None:
-    """Fill the caches libraries build on first use and keep for the process, so that no child
-    builds them again. Nothing here computes on tensors: a fork must not inherit thread pools."""
-    # Logging a model, MLflow checks its requirements against a map of every installed
-    # distribution, built once per process from their RECORD files (seconds). An MLflow without
-    # this function only makes each child build the map itself.
-    try:
-        from mlflow.utils.requirements_utils import warn_dependency_requirement_mismatches
-
-        warn_dependency_requirement_mismatches(["mlflow"])
-    except Exception as exc:  # an MLflow that moved it: the children pay, nothing breaks
-        log.debug("warm-up of MLflow's requirement check: %s", exc)
-
-
-def _file_state(module: Any) -> tuple[str, float]:
-    origin = module.__spec__.origin
-    return origin, os.stat(origin).st_mtime
 
 
 class Server:
@@ -248,7 +161,7 @@ def _kill_group(pid: int, signum: int) -> None:
 def serve(path: Path, modules: tuple[str, ...] = PRELOAD) -> None:
     """Preload, then serve on ``path`` until SIGTERM, SIGINT or SIGHUP (children get SIGTERM).
 
-    Raises ``Forked`` in each child, for the caller to run it with ``run_child``.
+    Raises ``Forked`` in each child, for the caller to run it with ``child.run_child``.
     """
     if not hasattr(os, "pidfd_open"):
         raise OSError("the stage server needs Linux 5.3 or newer (os.pidfd_open)")
@@ -264,47 +177,3 @@ def serve(path: Path, modules: tuple[str, ...] = PRELOAD) -> None:
         server.serve_forever()
     finally:
         server.shutdown()
-
-
-def run_child(req: dict[str, Any], fds: list[int], server: int) -> int:
-    """Become the command's own process, then run it: its streams, directory, environment,
-    sys.path and signals, and trackvision imported afresh from that sys.path."""
-    os.setpgid(0, 0)
-    # A server killed outright (with its command, say, by a kill of their process group) takes
-    # its children along: the kernel sends them SIGTERM (prctl PR_SET_PDEATHSIG).
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != server:  # it died before the call above
-        os._exit(128 + signal.SIGTERM)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, signal.SIG_DFL)
-    for target, fd in enumerate(fds):
-        os.dup2(fd, target)
-    _close_fds([fd for fd in fds if fd > 2])
-    sys.stdout.reconfigure(line_buffering=os.isatty(1))
-    os.chdir(req["cwd"])
-    os.environ.clear()
-    os.environ.update(req["env"])
-    sys.path[:] = req["path"]
-    sys.argv = ["trackvision", *req["argv"]]
-    for name in [m for m in sys.modules if m == "trackvision" or m.startswith("trackvision.")]:
-        del sys.modules[name]
-    importlib.invalidate_caches()
-    logging.root.handlers.clear()  # the command configures logging as its own process would
-    cli = importlib.import_module("trackvision.cli")
-    return cli.execute(req["argv"])
-
-
-def exit_child(code: int) -> NoReturn:
-    """End a child as the interpreter would, less its teardown of every module the server
-    imported (a third of a second per stage): threads joined, exit handlers run (MLflow's among
-    them), streams flushed, then ``os._exit``. CPython has no public call for the handlers
-    alone; ``atexit._run_exitfuncs`` is the one its own shutdown makes."""
-    for thread in threading.enumerate():
-        if thread is not threading.main_thread() and not thread.daemon:
-            thread.join()
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):
-            stream.flush()
-    os._exit(code)
