@@ -150,16 +150,26 @@ def test_stopping_the_command_stops_its_child(
     """Ctrl-C reaches the child through its command; a killed command's child is stopped."""
     command = _long_train(project, tmp_path, server)
     child = _served_child(server)
-    time.sleep(2)  # into its imports and training: a signal now must still reach it
+    seen = _read_until(command, "MLflow run")  # training has begun: the stage handles Ctrl-C
     if how == "interrupt":
         command.send_signal(signal.SIGINT)
         _, stderr = command.communicate(timeout=60)
-        assert command.returncode == 130, stderr[-3000:]
+        assert command.returncode == 130, (seen + stderr)[-3000:]
         assert "interrupted" in stderr
     else:
         command.kill()
         command.wait()
     _wait_gone(child)
+
+
+def _read_until(command: subprocess.Popen, needle: str) -> str:
+    """The command's stderr up to the first line holding ``needle``."""
+    seen = ""
+    for line in command.stderr:
+        seen += line
+        if needle in line:
+            return seen
+    raise AssertionError(f"{needle!r} never came:\n{seen[-3000:]}")
 
 
 def _long_train(project: Path, tmp_path: Path, env: dict[str, str]) -> subprocess.Popen:
