@@ -85,6 +85,8 @@ def _wait(replies, pid: int) -> int:
     previous = {signum: signal.signal(signum, forward) for signum in FORWARDED}
     try:
         reply = _reply(replies)  # reads resume after a forwarded signal (PEP 475)
+    except OSError:  # the server died (its children die with it)
+        reply = None
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
