@@ -14,7 +14,6 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, tiny_project
-from trackvision.stage_server.client import stage_of
 from trackvision.stage_server.launch import stage_server
 from trackvision.stage_server.protocol import ENV_VAR, RAN_ITSELF
 
@@ -214,15 +213,3 @@ def test_a_server_that_cannot_start_leaves_the_stages_to_themselves(
     with stage_server(dict(os.environ)) as served:
         assert served == {}
     assert "exited 1 before it was ready" in caplog.text
-
-
-@pytest.mark.parametrize(
-    ("argv", "stage"),
-    [
-        (["train", "--model", "cnn"], "train"),
-        (["--params", "p.yaml", "-v", "evaluate"], "evaluate"),
-        (["-v"], None),
-    ],
-)
-def test_the_stage_is_read_from_the_command_line(argv: list[str], stage: str | None) -> None:
-    assert stage_of(argv) == stage

@@ -293,7 +293,8 @@ def main() -> None:
     from trackvision.stage_server.client import run_on_server
 
     argv = sys.argv[1:]
-    code = run_on_server(argv)  # None where no stage server is set or it cannot serve this
+    stage = build_parser().parse_args(argv).stage  # a bad command line ends here, as in run()
+    code = run_on_server(argv, stage)  # None where no stage server is set or it cannot serve this
     sys.exit(execute(argv) if code is None else code)
 
 

@@ -27,21 +27,11 @@ log = logging.getLogger(__name__)
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-def stage_of(argv: list[str]) -> str | None:
-    """The stage an argv names (``trackvision [--params P] [-v] <stage> ...``), if it is one."""
-    args = iter(argv)
-    for arg in args:
-        if arg == "--params":
-            next(args, None)
-        elif not arg.startswith("-"):
-            return arg
-    return None
-
-
-def run_on_server(argv: list[str]) -> int | None:
-    """The exit status of ``trackvision <argv>`` run by the stage server; None: run it here."""
+def run_on_server(argv: list[str], stage: str) -> int | None:
+    """The exit status of ``trackvision <argv>`` (a ``stage`` command) run by the stage server;
+    None: run it here."""
     path = os.environ.get(ENV_VAR)
-    if not path or stage_of(argv) not in SERVED_STAGES:
+    if not path or stage not in SERVED_STAGES:
         return None
     try:
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -71,7 +71,8 @@ class Server:
         if pid == 0:
             self.close_in_child()
             raise Forked(req, fds, self.pid)
-        os.setpgid(pid, pid)  # as the child does: signals reach its group from the start
+        with contextlib.suppress(OSError):  # it may have set it, or ended, already
+            os.setpgid(pid, pid)  # as the child does: signals reach its group from the start
         _close_fds(fds)
         pidfd = os.pidfd_open(pid)
         self.children[pid] = (conn, pidfd)
@@ -83,13 +84,11 @@ class Server:
     def _receive(self, conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
         pid, uid, _ = _UCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
         data, fds, _, _ = socket.recv_fds(conn, 1 << 16, 3)
-        if uid != os.getuid():
-            _close_fds(fds)
-            raise ValueError(f"pid {pid} runs as uid {uid}, not {os.getuid()}")
-        if len(fds) != 3:
-            _close_fds(fds)
-            raise ValueError(f"{len(fds)} file descriptors, not stdin, stdout, stderr")
         try:
+            if uid != os.getuid():
+                raise ValueError(f"pid {pid} runs as uid {uid}, not {os.getuid()}")
+            if len(fds) != 3:
+                raise ValueError(f"{len(fds)} file descriptors, not stdin, stdout, stderr")
             length = decode_length(data[:8])
             body = data[8:]
             while len(body) < length:
@@ -110,16 +109,16 @@ class Server:
         if conn in self.selector.get_map():
             self.selector.unregister(conn)
         os.close(pidfd)
-        with contextlib.suppress(OSError):  # the command went away: nobody waits for it
-            _send(conn, {"exit": code if code >= 0 else 128 - code})
+        _send(conn, {"exit": code if code >= 0 else 128 - code})
         conn.close()
         log.debug("pid %d: exit %d", pid, code)
 
     def _hangup(self, pid: int) -> None:
         """The command's connection closed (it was killed): stop its child too."""
         conn, _ = self.children[pid]
-        if conn.recv(1, socket.MSG_PEEK):
-            return  # nothing else is ever sent; ignore it rather than spin on it
+        with contextlib.suppress(OSError):
+            if conn.recv(4096):
+                return  # a command sends nothing more: whatever this was is dropped, read
         self.selector.unregister(conn)
         log.warning("pid %d: its command went away; stopping it", pid)
         _kill_group(pid, signal.SIGTERM)
@@ -145,7 +144,10 @@ class Server:
 
 
 def _send(conn: socket.socket, message: dict[str, Any]) -> None:
-    conn.sendall(json.dumps(message).encode() + b"\n")
+    """A reply; a command that went away gets none (a child's is stopped by ``_hangup``), and
+    the server goes on serving the others."""
+    with contextlib.suppress(OSError):
+        conn.sendall(json.dumps(message).encode() + b"\n")
 
 
 def _close_fds(fds: list[int]) -> None:
