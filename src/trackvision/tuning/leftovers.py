@@ -1,0 +1,81 @@
+"""What a killed ``dvc exp run`` leaves in the repository it was started from, put back.
+
+Before a trial runs in its temporary copy, DVC prepares it in the user's repository: it detaches
+HEAD, writes the trial's ``-S`` values into ``params.yaml``, stages ``.dvc/tmp/repro.dat`` and
+commits all of it to its stash, then restores everything. A ``kill -9`` (or a lost machine) in
+that second leaves HEAD detached and those files staged; DVC's next run would detach from the
+detached HEAD and keep it so. ``tune`` is the command users kill and start again, so it puts back
+what is DVC's own (HEAD, ``repro.dat``) and names what may be the user's (``params.yaml``).
+DVC has no command for this (``dvc exp clean`` only removes its temporary folders).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import subprocess
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+# scmrepo detaches HEAD with this reflog message, naming the commit in full (git's own
+# `checkout` names it as typed); `git checkout` to the branch writes a newer entry.
+_DVC_DETACH = re.compile(r"checkout: moving from (?P<branch>\S+) to (?P<rev>[0-9a-f]{40})")
+
+
+def _git(root: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+
+
+def _reattach_head(root: Path) -> bool:
+    """HEAD back on its branch when DVC detached it at that branch's commit and died."""
+    if _git(root, "symbolic-ref", "-q", "HEAD").returncode == 0:
+        return False  # on a branch
+    head = _git(root, "rev-parse", "HEAD").stdout.strip()
+    last = _DVC_DETACH.fullmatch(_git(root, "reflog", "-1", "--format=%gs", "HEAD").stdout.strip())
+    if last is None or last["rev"] != head:
+        return False  # detached by the user, or moved on since
+    branch = f"refs/heads/{last['branch']}"
+    if _git(root, "rev-parse", "-q", "--verify", branch).stdout.strip() != head:
+        return False  # the branch moved on: the user's detached HEAD is theirs to keep
+    msg = f"trackvision tune: restore HEAD to {last['branch']} after a killed dvc exp run"
+    _git(root, "symbolic-ref", "-m", msg, "HEAD", branch).check_returncode()
+    log.warning("a killed dvc exp run left HEAD detached: put back on %s", last["branch"])
+    return True
+
+
+def _unstage_packed_args(root: Path, packed: str) -> bool:
+    """DVC's ``repro.dat`` out of the index (its own warning says to), when HEAD lacks it."""
+    staged = _git(root, "ls-files", "--cached", "--", packed).stdout.strip()
+    if not staged or _git(root, "cat-file", "-e", f"HEAD:{packed}").returncode == 0:
+        return False
+    _git(root, "rm", "--cached", "-q", "--", packed).check_returncode()
+    log.warning("a killed dvc exp run left %s staged: unstaged it", packed)
+    return True
+
+
+def put_back_killed_experiment(root: Path) -> None:
+    """Undo what a ``dvc exp run`` killed while it prepared a trial left in ``root``.
+
+    Runs under DVC's repository lock, which that preparation holds: a live ``dvc exp run`` (of
+    another ``tune`` in this repository) is never mistaken for a dead one.
+    """
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+    from dvc.repo.experiments.executor.base import BaseExecutor
+
+    with Repo(str(root)) as repo:
+        packed = Path(repo.tmp_dir, BaseExecutor.PACKED_ARGS_FILE)
+        packed = packed.relative_to(repo.root_dir).as_posix()
+        try:
+            with repo.lock:
+                repaired = _reattach_head(root) | _unstage_packed_args(root, packed)
+        except DvcException:  # held: a DVC command is running here now, not dead
+            log.info("another DVC command holds %s; not looking for a killed trial", root)
+            return
+    if repaired and _git(root, "diff", "--quiet", "HEAD", "--", "params.yaml").returncode:
+        log.warning(
+            "params.yaml differs from HEAD: it may hold the killed trial's -S values "
+            "(`git diff HEAD -- params.yaml` shows them; `git checkout HEAD -- params.yaml` "
+            "undoes them)"
+        )

@@ -1,0 +1,114 @@
+"""A ``dvc exp run`` killed while it prepares a trial: real git and DVC, killed at that moment."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.repos import git_env, run
+from trackvision.tuning.leftovers import put_back_killed_experiment
+
+# DVC as `dvc exp run` starts it, held at the point its stash commit is being made: after it
+# detached HEAD, wrote -S into params.yaml and staged repro.dat.
+_HELD_DVC = """
+import sys, time
+from dvc.repo.experiments.queue.base import BaseStashQueue
+pack = BaseStashQueue._pack_args
+def held(self, *args, **kwargs):
+    pack(self, *args, **kwargs)
+    print("prepared", flush=True)
+    time.sleep(600)
+BaseStashQueue._pack_args = held
+from dvc.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    root, env = tmp_path / "repo", git_env()
+    root.mkdir()
+    (root / "params.yaml").write_text("lr: 0.1\n")
+    (root / "dvc.yaml").write_text(
+        "stages:\n  fit:\n    cmd: python -c 'print(1)' > out.txt\n    params: [lr]\n"
+        "    outs: [out.txt]\n"
+    )
+    for cmd in (["git", "init", "-q", "-b", "main"], ["dvc", "init", "-q"]):
+        run(cmd, root, env)
+    run(["git", "add", "-A"], root, env)
+    run(["git", "commit", "-q", "-m", "init"], root, env)
+    return root, env
+
+
+def _kill_while_preparing(root: Path, env: dict[str, str]) -> None:
+    cmd = [sys.executable, "-c", _HELD_DVC, "exp", "run", "--temp", "-S", "lr=0.5"]
+    dvc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, text=True)
+    assert dvc.stdout is not None and dvc.stdout.readline() == "prepared\n"
+    os.kill(dvc.pid, signal.SIGKILL)
+    dvc.wait()
+
+
+def _git(root: Path, env: dict[str, str], *args: str) -> str:
+    return run(["git", *args], root, env).stdout
+
+
+def test_head_and_dvc_files_are_put_back_and_params_named(
+    repo: tuple[Path, dict[str, str]], caplog: pytest.LogCaptureFixture
+) -> None:
+    root, env = repo
+    _kill_while_preparing(root, env)
+    assert subprocess.run(["git", "symbolic-ref", "-q", "HEAD"], cwd=root).returncode == 1
+    assert _git(root, env, "status", "--porcelain").splitlines() == [
+        "A  .dvc/tmp/repro.dat",
+        "M  params.yaml",
+    ]
+
+    with caplog.at_level(logging.WARNING):
+        put_back_killed_experiment(root)
+    assert _git(root, env, "symbolic-ref", "HEAD").strip() == "refs/heads/main"
+    assert _git(root, env, "status", "--porcelain").splitlines() == ["M  params.yaml"]
+    assert "git checkout HEAD -- params.yaml" in caplog.text
+    assert (root / "params.yaml").read_text() == "lr: 0.5\n"  # the user's file: only named
+
+    # What the warning says to type leaves the repository as it was, and DVC's next
+    # experiment runs from the branch again.
+    _git(root, env, "checkout", "HEAD", "--", "params.yaml")
+    assert _git(root, env, "status", "--porcelain") == ""
+    run(["dvc", "exp", "run", "--temp", "-S", "lr=0.2"], root, env)
+    assert _git(root, env, "symbolic-ref", "HEAD").strip() == "refs/heads/main"
+    assert _git(root, env, "status", "--porcelain") == ""
+
+
+def test_a_head_the_user_detached_and_a_clean_repo_are_left_alone(
+    repo: tuple[Path, dict[str, str]], caplog: pytest.LogCaptureFixture
+) -> None:
+    root, env = repo
+    put_back_killed_experiment(root)
+    _git(root, env, "checkout", "-q", "--detach")
+    with caplog.at_level(logging.WARNING):
+        put_back_killed_experiment(root)
+    assert subprocess.run(["git", "symbolic-ref", "-q", "HEAD"], cwd=root).returncode == 1
+    assert _git(root, env, "status", "--porcelain") == ""
+    assert caplog.text == ""
+
+
+def test_a_dvc_command_that_holds_the_repository_is_not_taken_for_a_dead_one(
+    repo: tuple[Path, dict[str, str]],
+) -> None:
+    from dvc.repo import Repo
+
+    root, env = repo
+    _kill_while_preparing(root, env)
+    with Repo(str(root)) as live, live.lock:  # as a running `dvc exp run` of another tune
+        start = time.monotonic()
+        put_back_killed_experiment(root)
+    assert time.monotonic() - start < 30
+    assert subprocess.run(["git", "symbolic-ref", "-q", "HEAD"], cwd=root).returncode == 1
+    assert "A  .dvc/tmp/repro.dat" in _git(root, env, "status", "--porcelain")
