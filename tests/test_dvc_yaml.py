@@ -18,9 +18,9 @@ import yaml
 from pydantic import BaseModel
 
 from tests.conftest import tiny_params
-from trackvision.cli import STAGE_ENVIRONMENT
 from trackvision.config import Config, parse_config
 from trackvision.layout import Layout
+from trackvision.stage_environment import STAGE_ENVIRONMENT
 
 REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src"
@@ -102,7 +102,7 @@ def test_every_module_a_stage_imports_is_a_dependency(stage: str, repo_params) -
     deps = [d for d in body.get("deps", []) if d.startswith("src/")]
     imported = {m for m in project_imports(STAGE_MODULES[stage]) if not _is(m, PLUMBING)}
     if stage in STAGE_ENVIRONMENT:  # the command's entry point sets what the stage computes with
-        imported.add("trackvision.cli")
+        imported.add("trackvision.stage_environment")
     missing = sorted(m for m in imported if not any(_file(m).startswith(d) for d in deps))
     assert not missing, f"dvc.yaml stage {stage}: add these to its deps: {missing}"
     unused = sorted(d for d in deps if not any(_file(m).startswith(d) for m in imported))

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from trackvision.allocator import tune_allocator
 from trackvision.errors import TrackingError, TrackvisionError
+from trackvision.stage_environment import STAGE_ENVIRONMENT
 
 if TYPE_CHECKING:
     from trackvision.config import Config
@@ -96,15 +97,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("check", help="validate params.yaml and exit")
     sub.add_parser("sources", help="list the registered dataset sources")
     return parser
-
-
-# Settings that change what a stage writes, so dvc.yaml lists this file as that stage's input.
-STAGE_ENVIRONMENT = {
-    # MKL picks its code path by CPU, and torchvision's rotation grid goes through it: the last
-    # bits, and so some pixels, differed between CPU vendors. MKL's "compatible" path gives the
-    # same bytes on every x86 CPU; augment's few small matrix products do not feel it.
-    "augment": {"MKL_CBWR": "COMPATIBLE"},
-}
 
 
 def _process_settings(stage: str) -> None:

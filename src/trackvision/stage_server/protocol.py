@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 ENV_VAR = "TRACKVISION_STAGE_SERVER"  # the server's socket; unset = every stage runs itself
-# Stages that import torch and MLflow. Stages with settings of their own in cli.STAGE_ENVIRONMENT
+# Stages that import torch and MLflow. Stages with settings of their own in STAGE_ENVIRONMENT
 # (read by libraries as they load) always run themselves.
 SERVED_STAGES = frozenset({"plan", "train", "evaluate", "compare"})
 # Variables that libraries read as they load (thread pools, allocators, caches, the interpreter):
