@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -87,3 +88,28 @@ def client(repo_dir: Path):
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(f"sqlite:///{repo_dir / 'mlflow.db'}")
+
+
+# DVC as `dvc exp run` starts it, held at the point its stash commit is being made: after it
+# detached HEAD, wrote -S into params.yaml and staged repro.dat.
+_HELD_DVC = """
+import sys, time
+from dvc.repo.experiments.queue.base import BaseStashQueue
+pack = BaseStashQueue._pack_args
+def held(self, *args, **kwargs):
+    pack(self, *args, **kwargs)
+    print("prepared", flush=True)
+    time.sleep(600)
+BaseStashQueue._pack_args = held
+from dvc.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def kill_dvc_while_it_prepares(root: Path, env: dict[str, str], set_arg: str) -> None:
+    """``dvc exp run --temp -S <set_arg>`` SIGKILLed while it prepares the trial in ``root``."""
+    cmd = [sys.executable, "-c", _HELD_DVC, "exp", "run", "--temp", "-S", set_arg]
+    dvc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, text=True)
+    assert dvc.stdout is not None and dvc.stdout.readline() == "prepared\n"
+    os.kill(dvc.pid, signal.SIGKILL)
+    dvc.wait()

@@ -3,32 +3,14 @@
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.integration.repos import git_env, run
+from tests.integration.repos import git_env, kill_dvc_while_it_prepares, run
 from trackvision.tuning.leftovers import put_back_killed_experiment
-
-# DVC as `dvc exp run` starts it, held at the point its stash commit is being made: after it
-# detached HEAD, wrote -S into params.yaml and staged repro.dat.
-_HELD_DVC = """
-import sys, time
-from dvc.repo.experiments.queue.base import BaseStashQueue
-pack = BaseStashQueue._pack_args
-def held(self, *args, **kwargs):
-    pack(self, *args, **kwargs)
-    print("prepared", flush=True)
-    time.sleep(600)
-BaseStashQueue._pack_args = held
-from dvc.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
 
 
 @pytest.fixture
@@ -47,14 +29,6 @@ def repo(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     return root, env
 
 
-def _kill_while_preparing(root: Path, env: dict[str, str]) -> None:
-    cmd = [sys.executable, "-c", _HELD_DVC, "exp", "run", "--temp", "-S", "lr=0.5"]
-    dvc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, text=True)
-    assert dvc.stdout is not None and dvc.stdout.readline() == "prepared\n"
-    os.kill(dvc.pid, signal.SIGKILL)
-    dvc.wait()
-
-
 def _git(root: Path, env: dict[str, str], *args: str) -> str:
     return run(["git", *args], root, env).stdout
 
@@ -63,7 +37,7 @@ def test_head_and_dvc_files_are_put_back_and_params_named(
     repo: tuple[Path, dict[str, str]], caplog: pytest.LogCaptureFixture
 ) -> None:
     root, env = repo
-    _kill_while_preparing(root, env)
+    kill_dvc_while_it_prepares(root, env, "lr=0.5")
     assert subprocess.run(["git", "symbolic-ref", "-q", "HEAD"], cwd=root).returncode == 1
     assert _git(root, env, "status", "--porcelain").splitlines() == [
         "A  .dvc/tmp/repro.dat",
@@ -105,7 +79,7 @@ def test_a_dvc_command_that_holds_the_repository_is_not_taken_for_a_dead_one(
     from dvc.repo import Repo
 
     root, env = repo
-    _kill_while_preparing(root, env)
+    kill_dvc_while_it_prepares(root, env, "lr=0.5")
     with Repo(str(root)) as live, live.lock:  # as a running `dvc exp run` of another tune
         start = time.monotonic()
         put_back_killed_experiment(root)
