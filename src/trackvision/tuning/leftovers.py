@@ -3,7 +3,7 @@
 Before a trial runs in its temporary copy, DVC prepares it in the user's repository: it detaches
 HEAD, writes the trial's ``-S`` values into ``params.yaml``, stages ``.dvc/tmp/repro.dat`` and
 commits all of it to its stash, then restores everything. A ``kill -9`` (or a lost machine) in
-that second leaves HEAD detached and those files staged; DVC's next run would detach from the
+that moment leaves HEAD detached and those files staged; DVC's next run would detach from the
 detached HEAD and keep it so. ``tune`` is the command users kill and start again, so it puts back
 what is DVC's own (HEAD, ``repro.dat``) and names what may be the user's (``params.yaml``).
 DVC has no command for this (``dvc exp clean`` only removes its temporary folders).
