@@ -158,6 +158,8 @@ def main() -> None:
         "ratio_wall_to_epochs": round(wall / epochs_s, 3),
         "ratio_wall_to_epochs_with_validation": round(wall / with_validation, 3),
         "dvc_setup_and_upstream_checks_s": round(min(s for s, _ in spans.values()), 2),
+        # DVC pushes every object reachable from HEAD into the trial's copy: set-up grows with it.
+        "git_objects": _git_objects(),
         "models": per_model,
         "other_stages_s": {k: round(_length(v), 2) for k, v in spans.items() if k not in modelled},
         "dvc_commit_of_the_experiment_s": round(wall - ran, 2),
@@ -169,6 +171,14 @@ def main() -> None:
 
 def _length(span: tuple[float, float]) -> float:
     return span[1] - span[0]
+
+
+def _git_objects() -> int:
+    counts = subprocess.run(
+        ["git", "count-objects", "-v"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
+    fields = dict(line.split(": ", 1) for line in counts.splitlines())
+    return int(fields["count"]) + int(fields["in-pack"])
 
 
 def _git_show(ref: str, path: str) -> str:
