@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -10,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.repos import git_env, kill_dvc_while_it_prepares, run
-from trackvision.tuning.leftovers import put_back_killed_experiment
+from trackvision.tuning.leftovers import QUIET_S, clean_up_after_killed_trials
 
 
 @pytest.fixture
@@ -45,7 +48,7 @@ def test_head_and_dvc_files_are_put_back_and_params_named(
     ]
 
     with caplog.at_level(logging.WARNING):
-        put_back_killed_experiment(root)
+        clean_up_after_killed_trials(root)
     assert _git(root, env, "symbolic-ref", "HEAD").strip() == "refs/heads/main"
     assert _git(root, env, "status", "--porcelain").splitlines() == ["M  params.yaml"]
     assert "git checkout HEAD -- params.yaml" in caplog.text
@@ -64,10 +67,10 @@ def test_a_head_the_user_detached_and_a_clean_repo_are_left_alone(
     repo: tuple[Path, dict[str, str]], caplog: pytest.LogCaptureFixture
 ) -> None:
     root, env = repo
-    put_back_killed_experiment(root)
+    clean_up_after_killed_trials(root)
     _git(root, env, "checkout", "-q", "--detach")
     with caplog.at_level(logging.WARNING):
-        put_back_killed_experiment(root)
+        clean_up_after_killed_trials(root)
     assert subprocess.run(["git", "symbolic-ref", "-q", "HEAD"], cwd=root).returncode == 1
     assert _git(root, env, "status", "--porcelain") == ""
     assert caplog.text == ""
@@ -82,7 +85,57 @@ def test_a_dvc_command_that_holds_the_repository_is_not_taken_for_a_dead_one(
     kill_dvc_while_it_prepares(root, env, "lr=0.5")
     with Repo(str(root)) as live, live.lock:  # as a running `dvc exp run` of another tune
         start = time.monotonic()
-        put_back_killed_experiment(root)
+        clean_up_after_killed_trials(root)
     assert time.monotonic() - start < 30
     assert subprocess.run(["git", "symbolic-ref", "-q", "HEAD"], cwd=root).returncode == 1
     assert "A  .dvc/tmp/repro.dat" in _git(root, env, "status", "--porcelain")
+
+
+def _age(path: Path, seconds: float) -> None:
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
+def test_the_copy_a_killed_trial_left_is_removed_and_a_live_ones_kept(
+    repo: tuple[Path, dict[str, str]], caplog: pytest.LogCaptureFixture
+) -> None:
+    root, env = repo
+    (root / "dvc.yaml").write_text(
+        "stages:\n  fit:\n    cmd: touch started && sleep 600 && touch out.txt\n"
+        "    params: [lr]\n    outs: [out.txt]\n"
+    )
+    _git(root, env, "commit", "-q", "-am", "a stage that runs long")
+    trial = subprocess.Popen(
+        ["dvc", "exp", "run", "--temp", "-S", "lr=0.3"],
+        cwd=root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    copies = root / ".dvc" / "tmp" / "exps" / "standalone"
+    deadline = time.monotonic() + 60
+    while not list(copies.glob("tmp*/started")):
+        assert trial.poll() is None and time.monotonic() < deadline, "the trial never started"
+        time.sleep(0.2)
+    (copy,) = copies.glob("tmp*")
+    (record,) = (copies / "run").glob("*/*.run")
+
+    _age(record, QUIET_S + 60)  # a long run: DVC wrote its record long ago
+    clean_up_after_killed_trials(root)
+    assert copy.is_dir()  # its processes work in it
+
+    os.killpg(trial.pid, signal.SIGKILL)
+    trial.wait()
+    with contextlib.suppress(ProcessLookupError):  # until the group's last process is gone
+        while not os.killpg(trial.pid, 0):
+            time.sleep(0.1)
+    _age(record, 5)  # dead, but DVC wrote about it moments ago: it may be starting or ending
+    clean_up_after_killed_trials(root)
+    assert copy.is_dir()
+
+    _age(record, QUIET_S + 60)
+    with caplog.at_level(logging.WARNING):
+        clean_up_after_killed_trials(root)
+    assert not copy.exists()
+    assert "removed 1 copies of the repository that killed trials left" in caplog.text

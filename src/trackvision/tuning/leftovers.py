@@ -1,20 +1,29 @@
-"""What a killed ``dvc exp run`` leaves in the repository it was started from, put back.
+"""What a killed ``dvc exp run`` leaves behind, put back. DVC cleans up neither thing itself
+(``dvc exp clean`` only clears its queue's messages).
 
-Before a trial runs in its temporary copy, DVC prepares it in the user's repository: it detaches
-HEAD, writes the trial's ``-S`` values into ``params.yaml``, stages ``.dvc/tmp/repro.dat`` and
-commits all of it to its stash, then restores everything. A ``kill -9`` (or a lost machine) in
-that moment leaves HEAD detached and those files staged; DVC's next run would detach from the
-detached HEAD and keep it so. ``tune`` is the command users kill and start again, so it puts back
-what is DVC's own (HEAD, ``repro.dat``) and names what may be the user's (``params.yaml``).
-DVC has no command for this (``dvc exp clean`` only removes its temporary folders).
+- Before a trial runs in its temporary copy, DVC prepares it in the user's repository: it
+  detaches HEAD, writes the trial's ``-S`` values into ``params.yaml``, stages
+  ``.dvc/tmp/repro.dat`` and commits all of it to its stash, then restores everything. A
+  ``kill -9`` (or a lost machine) in that moment leaves HEAD detached and those files staged;
+  DVC's next run would detach from the detached HEAD and keep it so. ``tune``, the command users
+  kill and start again, puts back what is DVC's own (HEAD, ``repro.dat``) and names what may be
+  the user's (``params.yaml``).
+- The trial's copy (``.dvc/tmp/exps/standalone/tmp*``: the repository with its data checked out)
+  stays when its run is killed, so a search killed a few times would fill the disk with copies of
+  the dataset. A copy that no process works in, and whose run DVC has not written about for a
+  while (it does as the copy is made, as the run starts and as it ends), is removed.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
+import shutil
 import subprocess
+import time
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +31,11 @@ log = logging.getLogger(__name__)
 # `checkout` names it as typed); `git checkout` to the branch writes a newer entry. Not an API:
 # tests/tuning/test_leftovers.py fails if an upgrade changes it.
 _DVC_DETACH = re.compile(r"checkout: moving from (?P<branch>\S+) to (?P<rev>[0-9a-f]{40})")
+
+
+# DVC writes a copy's run record moments before it changes into the copy and after it leaves:
+# a record this old with no process in the copy is a killed run's.
+QUIET_S = 120
 
 
 def _git(root: Path, *args: str) -> subprocess.CompletedProcess:
@@ -55,17 +69,64 @@ def _unstage_packed_args(root: Path, packed: str) -> bool:
     return True
 
 
-def put_back_killed_experiment(root: Path) -> None:
-    """Undo what a ``dvc exp run`` killed while it prepared a trial left in ``root``.
+def _working_dirs() -> list[Path]:
+    """The current directory of every process this user can see (DVC's and its stages')."""
+    import psutil
 
-    Runs under DVC's repository lock, which that preparation holds: a live ``dvc exp run`` (of
-    another ``tune`` in this repository) is never mistaken for a dead one.
+    return [Path(p.info["cwd"]) for p in psutil.process_iter(["cwd"]) if p.info.get("cwd")]
+
+
+def _tree_bytes(root: Path) -> int:
+    return sum(
+        os.lstat(os.path.join(top, name)).st_size
+        for top, _, files in os.walk(root)
+        for name in files
+    )
+
+
+def _remove_dead_copies(repo: Any) -> None:
+    """Delete the trial copies that killed runs left under ``.dvc/tmp/exps``."""
+    from dvc.repo.experiments.executor.base import BaseExecutor, ExecutorInfo
+
+    pid_dir = Path(repo.experiments.tempdir_queue.pid_dir)
+    records = sorted(pid_dir.glob(f"*/*{BaseExecutor.INFOFILE_EXT}"))
+    if not records:
+        return
+    busy = _working_dirs()
+    removed, freed = 0, 0
+    for record in records:
+        copy = Path(ExecutorInfo.load_json(str(record)).root_dir)
+        if copy.parent.resolve() != pid_dir.parent.resolve():
+            continue  # not where DVC makes its copies: never delete what a record points at
+        if not copy.is_dir() or time.time() - record.stat().st_mtime < QUIET_S:
+            continue  # cleaned up by DVC, or a run that may be starting or ending now
+        if any(d == copy or copy in d.parents for d in busy):
+            continue  # a live run
+        freed += _tree_bytes(copy)
+        shutil.rmtree(copy)
+        removed += 1
+    if removed:
+        log.warning(
+            "removed %d copies of the repository that killed trials left in %s (%.1f MB)",
+            removed,
+            pid_dir.parent,
+            freed / 1e6,
+        )
+
+
+def clean_up_after_killed_trials(root: Path) -> None:
+    """Undo what a ``dvc exp run`` killed while it prepared a trial left in ``root``; delete the
+    copies of the repository that killed trials left.
+
+    The first runs under DVC's repository lock, which that preparation holds: a live ``dvc exp
+    run`` (of another ``tune`` in this repository) is never mistaken for a dead one.
     """
     from dvc.lock import LockError
     from dvc.repo import Repo
     from dvc.repo.experiments.executor.base import BaseExecutor
 
     with Repo(str(root)) as repo:
+        _remove_dead_copies(repo)
         packed = (
             Path(repo.tmp_dir, BaseExecutor.PACKED_ARGS_FILE).relative_to(repo.root_dir).as_posix()
         )

@@ -26,7 +26,7 @@ from trackvision.tuning.experiment import (
     search_env,
     trial_env,
 )
-from trackvision.tuning.leftovers import put_back_killed_experiment
+from trackvision.tuning.leftovers import clean_up_after_killed_trials
 from trackvision.tuning.space import check_space, suggest
 from trackvision.tuning.trial import TrialLink, direction, make_pruner
 
@@ -140,7 +140,7 @@ def run_study(config: Config, root: Path, jobs: int) -> Any:
         jobs,
     )
     if remaining > 0:
-        put_back_killed_experiment(root)
+        clean_up_after_killed_trials(root)
         threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
         env = search_env(threads)
         with _served(tune, env) as served:
