@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -113,3 +114,15 @@ def kill_dvc_while_it_prepares(root: Path, env: dict[str, str], set_arg: str) ->
     assert dvc.stdout is not None and dvc.stdout.readline() == "prepared\n"
     os.kill(dvc.pid, signal.SIGKILL)
     dvc.wait()
+
+
+def wait_until_group_gone(group: int, timeout: float = 60) -> None:
+    """Return once process group ``group`` (SIGKILLed) has no process left, reaped ones included."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"process group {group} still has processes {timeout} s on")

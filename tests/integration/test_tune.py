@@ -14,7 +14,13 @@ import yaml
 from optuna.trial import TrialState
 
 from tests.conftest import tiny_params
-from tests.integration.repos import client, copy_repo, kill_dvc_while_it_prepares, run
+from tests.integration.repos import (
+    client,
+    copy_repo,
+    kill_dvc_while_it_prepares,
+    run,
+    wait_until_group_gone,
+)
 from trackvision.stage_server.protocol import RAN_ITSELF
 
 pytestmark = pytest.mark.integration
@@ -37,17 +43,6 @@ def _finished(study_name: str, storage: str) -> list[optuna.trial.FrozenTrial]:
     except KeyError:  # not created yet
         return []
     return study.get_trials(deepcopy=False, states=DONE)
-
-
-def _wait_until_gone(group: int) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(group, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"processes of group {group} still exist 60 s after SIGKILL")
 
 
 def test_a_killed_search_continues_and_every_trial_is_an_experiment_and_a_run(
@@ -74,7 +69,7 @@ def test_a_killed_search_continues_and_every_trial_is_an_experiment_and_a_run(
         time.sleep(2)
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
-    _wait_until_gone(first.pid)  # its dvc children too: DVC's locks name them until they are
+    wait_until_group_gone(first.pid)  # its dvc children too: DVC's locks name them until they are
     before = _finished(study_name, storage)
     assert 1 <= len(before) < TRIALS
     # DVC prepares a trial in this repository before it copies it: a kill in that moment

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
@@ -12,7 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.repos import git_env, kill_dvc_while_it_prepares, run
+from tests.integration.repos import (
+    git_env,
+    kill_dvc_while_it_prepares,
+    run,
+    wait_until_group_gone,
+)
 from trackvision.tuning.leftovers import QUIET_S, clean_up_after_killed_trials
 
 
@@ -127,9 +131,7 @@ def test_the_copy_a_killed_trial_left_is_removed_and_a_live_ones_kept(
 
     os.killpg(trial.pid, signal.SIGKILL)
     trial.wait()
-    with contextlib.suppress(ProcessLookupError):  # until the group's last process is gone
-        while not os.killpg(trial.pid, 0):
-            time.sleep(0.1)
+    wait_until_group_gone(trial.pid)
     _age(record, 5)  # dead, but DVC wrote about it moments ago: it may be starting or ending
     clean_up_after_killed_trials(root)
     assert copy.is_dir()
