@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import tempfile
 from pathlib import Path
 
 from trackvision.stage_server.child import Forked, exit_child, run_child
-from trackvision.stage_server.protocol import ENV_VAR
+from trackvision.stage_server.protocol import ENV_VAR, private_socket
 from trackvision.stage_server.server import serve
 
 
@@ -28,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    path = args.socket or Path(tempfile.mkdtemp(prefix="trackvision-stages-")) / "socket"
+    path = args.socket or private_socket()
     print(f"export {ENV_VAR}={path}", flush=True)
     try:
         serve(path)

@@ -8,13 +8,12 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from trackvision.stage_server.protocol import ENV_VAR
+from trackvision.stage_server.protocol import ENV_VAR, private_socket
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +33,7 @@ def stage_server(env: dict[str, str]) -> Iterator[dict[str, str]]:
         log.info("no stage server on this system (it needs Linux): each stage imports its own")
         yield {}
         return
-    folder = Path(tempfile.mkdtemp(prefix="trackvision-stages-"))  # mode 0700: only this user
-    path = folder / "socket"
+    path = private_socket()
     proc = subprocess.Popen(
         [sys.executable, "-m", "trackvision.stage_server", "--socket", str(path)],
         env=env,
@@ -58,7 +56,7 @@ def stage_server(env: dict[str, str]) -> Iterator[dict[str, str]]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(path.parent, ignore_errors=True)
 
 
 def _wait_ready(proc: subprocess.Popen, path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 ENV_VAR = "TRACKVISION_STAGE_SERVER"  # the server's socket; unset = every stage runs itself
@@ -20,6 +21,13 @@ IMPORT_TIME_PREFIXES = (
 NOT_IMPORT_TIME = frozenset({"PYTHONPATH"})  # sys.path travels with the request
 MAX_REQUEST = 16 << 20
 RAN_ITSELF = "the stage runs in this process"  # how a command says it was not served
+
+
+def private_socket() -> Path:
+    """A socket path in a new folder of mode 0700: only this user can reach the server."""
+    import tempfile  # here: the client, which imports this module, starts in milliseconds
+
+    return Path(tempfile.mkdtemp(prefix="trackvision-stages-")) / "socket"
 
 
 def import_time_env(env: dict[str, str]) -> dict[str, str]:
