@@ -27,6 +27,7 @@ def test_model_settings_override_shared_ones(params) -> None:
 
 def test_any_timm_model_gets_defaults(params) -> None:
     params["train"]["models"] = ["resnet18"]
+    params["models"]["resnet18"] = None  # `resnet18:`, an empty entry
     spec = parse_config(params).model("resnet18")
     assert spec.pretrained == "none" and spec.arch == {}
 
@@ -52,6 +53,9 @@ def test_any_timm_model_gets_defaults(params) -> None:
         ("train.hflip", 1, ["train.hflip", "1", "true or false"]),
         ("augment.hflip", 1.5, ["augment.hflip", "1.5", "<= 1"]),
         ("train.models", "cnn", ["train.models", "'cnn'", "list of model names"]),
+        # DVC's train and evaluate stages depend on models.<name>: it must exist, undotted.
+        ("train.models", ["cnn", "resnet18"], ["models.resnet18", "missing", "resnet18: {}"]),
+        ("train.models", ["cnn", "resnet18.a1_in1k"], ["train.models", "'.'", "'resnet18'"]),
         ("download.checksums", {"a.gz": "xyz"}, ["download.checksums", "a.gz", "md5"]),
         ("mlflow.registered_model", "{model}", ["mlflow.registered_model", "{source}"]),
         ("evaluate.batch_size", 0, ["evaluate.batch_size", "0", ">= 1"]),

@@ -137,7 +137,7 @@ class Recorder:
         if name == "model":  # per-model settings: train.* overridden under models.<name>
 
             def model(model_name: str) -> Any:
-                return _SpecRecorder(config.model(model_name), self._seen)
+                return _SpecRecorder(config.model(model_name), f"models.{model_name}", self._seen)
 
             return model
         derived = {
@@ -155,17 +155,19 @@ class Recorder:
 
 
 class _SpecRecorder:
-    __slots__ = ("_seen", "_spec")
+    """One model's resolved settings: every read reads its ``models.<name>`` block (name, arch,
+    pretrained, the train.* overrides and its input side)."""
 
-    def __init__(self, spec: Any, seen: set[str]) -> None:
-        self._spec, self._seen = spec, seen
+    __slots__ = ("_block", "_seen", "_spec")
+
+    def __init__(self, spec: Any, block: str, seen: set[str]) -> None:
+        self._spec, self._block, self._seen = spec, block, seen
 
     def __getattr__(self, name: str) -> Any:
         value = getattr(self._spec, name)
+        self._seen.add(self._block)
         if name == "train":
-            self._seen.add("models")
             return Recorder(value, "train", self._seen)
-        self._seen.add("models")  # name, arch, pretrained: the models.<name> block
         return value
 
 

@@ -194,6 +194,14 @@ class TrainSection(TrainSettings):
     def _distinct(cls, models: list[str]) -> list[str]:
         if len(set(models)) != len(models):
             raise ValueError(f"duplicate names in {models}")
+        for name in models:
+            # dvc.yaml's train and evaluate stages depend on the param models.<name>, and DVC
+            # reads every "." in a param as a level of nesting.
+            if "." in name:
+                raise ValueError(
+                    f"{name!r}: a model name cannot contain '.' (dvc.yaml depends on "
+                    f"models.<name>); use the architecture's name, {name.split('.')[0]!r}"
+                )
         return models
 
 
@@ -460,6 +468,12 @@ def parse_config(raw: Any, check_models: bool = True) -> Config:
 
         for name in params.train.models:
             check_model_name(name, "train.models")
+    for name in params.train.models:
+        if name not in model_options:  # DVC refuses a stage whose param is missing
+            raise ConfigError(
+                f"models.{name}: missing; every model in train.models needs an entry under "
+                f"models ({name}: {{}} for none): its train and evaluate stages depend on it"
+            )
     train = TrainSettings.model_validate(params.train.model_dump(exclude={"models"}))
     config = Config(
         data=params.data,

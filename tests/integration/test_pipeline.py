@@ -97,6 +97,23 @@ def test_second_repro_does_nothing_and_dvc_reads_metrics_and_plots(pipeline) -> 
     assert "confusion.json" in html and "history.csv" in html
 
 
+def test_a_change_to_one_models_settings_leaves_the_other_models_cached(pipeline) -> None:
+    """What a search's trial or `dvc exp apply` of one changes: that model's stages (and plan,
+    which reads every model's input side), never another model's training."""
+    repo_dir, env = pipeline
+    params_file = repo_dir / "params.yaml"
+    before = params_file.read_text()
+    edited = yaml.safe_load(before)
+    edited["models"]["cnn"]["lr"] = 0.0123
+    params_file.write_text(yaml.safe_dump(edited, sort_keys=False))
+    try:
+        status = json.loads(_run(["dvc", "status", "--json"], repo_dir, env).stdout)
+    finally:
+        params_file.write_text(before)
+    assert set(status) == {"plan", "train@cnn", "evaluate@cnn"}, status
+    assert _run(["dvc", "status"], repo_dir, env).stdout.strip().endswith("up to date.")
+
+
 def test_champion_is_the_best_registered_version_and_predicts_raw_images(
     pipeline, monkeypatch
 ) -> None:
