@@ -21,6 +21,7 @@ PRELOAD = (
     "torch.utils.data", "torchvision.transforms", "timm", "timm.data",
     # What the first torch.export in a process imports (MLflow logs models through it).
     "torch.export", "torch._dynamo", "torch._functorch.aot_autograd", "networkx",
+    "tabulate",  # what torch._dynamo's exit handler imports in every child
     "optuna", "mlflow", "mlflow.pytorch", "mlflow.models", "mlflow.tracking",
     "mlflow.store.tracking.sqlalchemy_store",
 )  # fmt: skip
