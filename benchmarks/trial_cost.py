@@ -32,9 +32,10 @@ from pathlib import Path
 from trackvision.atomic import write_json
 from trackvision.config import Config, load_config
 from trackvision.evaluation.footprint import machine
+from trackvision.stage_server.client import run_served
 from trackvision.stage_server.launch import stage_server
-from trackvision.stage_server.protocol import RAN_ITSELF
-from trackvision.tuning.experiment import experiment_ref, set_args
+from trackvision.stage_server.protocol import ENV_VAR, RAN_ITSELF
+from trackvision.tuning.experiment import dvc, experiment_ref, set_args
 
 log = logging.getLogger("bench")
 REPO = Path(__file__).resolve().parents[1]
@@ -44,15 +45,23 @@ Lines = list[tuple[float, str]]
 
 
 def timed_lines(cmd: list[str], env: dict[str, str]) -> Lines:
-    """Run ``cmd`` and return each output line with the seconds since the start."""
+    """Run the DVC command ``cmd`` as tune does (forked from the stage server when ``env``
+    names one) and return each output line with the seconds since the start."""
     start = time.perf_counter()
-    proc = subprocess.Popen(
-        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    lines = [(time.perf_counter() - start, line.rstrip()) for line in proc.stdout]
-    proc.wait()
-    lines.append((time.perf_counter() - start, f"<exit {proc.returncode}>"))
-    if proc.returncode != 0:
+    lines: Lines = []
+
+    def stamp(line: str) -> None:
+        lines.append((time.perf_counter() - start, line.rstrip()))
+
+    if ENV_VAR in env:
+        result = run_served("dvc", cmd[1:], REPO, env, stamp)
+        if result is None:
+            raise SystemExit("the stage server would not run dvc (see the warning above)")
+        code = result[0]
+    else:
+        code, _ = dvc(cmd[1:], REPO, env, stamp)
+    lines.append((time.perf_counter() - start, f"<exit {code}>"))
+    if code != 0:
         tail = "\n".join(text for _, text in lines[-30:])
         raise SystemExit(f"`{' '.join(cmd)}` failed:\n{tail}")
     return lines
@@ -125,6 +134,8 @@ def main() -> None:
     started = time.perf_counter()
     with stage_server(env) if args.stage_server else nullcontext({}) as served:
         server_start_s = time.perf_counter() - started
+        if args.stage_server and not served:
+            raise SystemExit("the stage server did not start (see the warning above)")
         lines = timed_lines(cmd, {**env, **served})
     fell_back = [text for _, text in lines if RAN_ITSELF in text]
     if args.stage_server and fell_back:

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, tiny_project
+from trackvision.stage_server.client import run_served
 from trackvision.stage_server.launch import stage_server
 from trackvision.stage_server.protocol import ENV_VAR, RAN_ITSELF
 
@@ -92,6 +93,27 @@ def test_a_bad_request_leaves_the_server_serving(server: dict[str, str], project
     proc = trackvision(["plan"], project, server)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert FELL_BACK not in proc.stderr
+
+
+def test_a_served_dvc_is_dvc_in_that_directory_with_its_output_and_status(
+    server: dict[str, str], tmp_path: Path
+) -> None:
+    """A search runs each trial's ``dvc exp run`` through the server: the same command, its
+    output line by line, its exit status."""
+    seen: list[str] = []
+    code, out = run_served("dvc", ["init", "--no-scm"], tmp_path, server, seen.append)
+    assert code == 0, out
+    assert (tmp_path / ".dvc" / "config").is_file()  # in the directory asked, not the server's
+    assert "".join(seen) == out and "Initialized DVC repository" in out
+    code, out = run_served("dvc", ["repro"], tmp_path, server)
+    assert code != 0 and "dvc.yaml' does not exist" in out  # stderr comes too
+
+
+def test_a_program_the_server_does_not_run_is_refused(
+    server: dict[str, str], tmp_path: Path
+) -> None:
+    assert run_served("rm", ["-rf", str(tmp_path)], tmp_path, server) is None
+    assert tmp_path.is_dir()
 
 
 def test_no_server_at_the_socket_means_the_stage_runs_itself(project: Path, tmp_path: Path) -> None:

@@ -126,3 +126,24 @@ def wait_until_group_gone(group: int, timeout: float = 60) -> None:
             return
         time.sleep(0.1)
     raise AssertionError(f"process group {group} still has processes {timeout} s on")
+
+
+def wait_until_nothing_runs_in(root: Path, timeout: float = 60) -> None:
+    """Return once no process has its working directory in ``root`` (a killed search's DVC,
+    forked by its stage server, is in a process group of its own and dies a moment later)."""
+    import psutil
+
+    root = root.resolve()
+
+    def inside() -> list[int]:
+        found = []
+        for proc in psutil.process_iter(["pid", "cwd"]):
+            cwd = proc.info["cwd"]
+            if cwd and Path(cwd).is_relative_to(root):
+                found.append(proc.info["pid"])
+        return found
+
+    deadline = time.monotonic() + timeout
+    while (left := inside()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not left, f"processes {left} still run in {root} {timeout} s on"

@@ -20,6 +20,7 @@ from tests.integration.repos import (
     kill_dvc_while_it_prepares,
     run,
     wait_until_group_gone,
+    wait_until_nothing_runs_in,
 )
 from trackvision.stage_server.protocol import RAN_ITSELF
 
@@ -69,7 +70,10 @@ def test_a_killed_search_continues_and_every_trial_is_an_experiment_and_a_run(
         time.sleep(2)
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
-    wait_until_group_gone(first.pid)  # its dvc children too: DVC's locks name them until they are
+    wait_until_group_gone(first.pid)
+    # Its DVCs too (forked by its stage server, each in a group of its own, they die with the
+    # server): DVC's locks name them until they are gone.
+    wait_until_nothing_runs_in(repo)
     before = _finished(study_name, storage)
     assert 1 <= len(before) < TRIALS
     # DVC prepares a trial in this repository before it copies it: a kill in that moment
@@ -86,6 +90,7 @@ def test_a_killed_search_continues_and_every_trial_is_an_experiment_and_a_run(
     assert run(["git", "symbolic-ref", "HEAD"], repo, env).stdout.strip() == "refs/heads/main"
     assert "stage server ready" in second.stderr
     assert RAN_ITSELF not in second.stderr  # every trial's stages were served
+    assert "refused dvc" not in second.stderr  # and its DVC too
 
     study = optuna.load_study(study_name=study_name, storage=storage)
     done = study.get_trials(deepcopy=False, states=DONE)

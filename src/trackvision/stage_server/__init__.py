@@ -8,5 +8,7 @@ command exactly as the process would have (``trackvision`` itself is imported fr
 child, from the command's own ``sys.path``, so a trial runs the code it was queued with). The
 command waits for the child and exits with its status. Where the server cannot stand in for a
 fresh process (another interpreter, other library files, other import-time settings), the
-command says why and runs itself. Linux only: the server waits on children through pidfds.
+command says why and runs itself. A search's ``dvc exp run`` per trial is served the same way
+(``client.run_served``): DVC's own imports are much of what a trial pays around its epochs.
+Linux only: the server waits on children through pidfds.
 """

@@ -47,11 +47,16 @@ def run_child(req: dict[str, Any], fds: list[int], server: int) -> int:
     os.environ.clear()
     os.environ.update(req["env"])
     sys.path[:] = req["path"]
-    sys.argv = ["trackvision", *req["argv"]]
+    program = req.get("program", "trackvision")
+    sys.argv = [program, *req["argv"]]
     for name in [m for m in sys.modules if m == "trackvision" or m.startswith("trackvision.")]:
         del sys.modules[name]
     importlib.invalidate_caches()
     logging.root.handlers.clear()  # the command configures logging as its own process would
+    if program == "dvc":
+        from dvc.cli import main as dvc_main
+
+        return dvc_main(req["argv"])
     cli = importlib.import_module("trackvision.cli")
     return cli.execute(req["argv"])
 

@@ -13,6 +13,7 @@ import signal
 import socket
 import sys
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from trackvision.stage_server.protocol import (
     ENV_VAR,
@@ -21,6 +22,10 @@ from trackvision.stage_server.protocol import (
     encode,
     request,
 )
+
+if TYPE_CHECKING:  # the client starts in milliseconds: nothing it does not need
+    from collections.abc import Callable
+    from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +63,62 @@ def run_on_server(argv: list[str], stage: str) -> int | None:
             log.warning("stage server %s refused (%s); %s", path, why, RAN_ITSELF)
             return None
         return _wait(replies, first["pid"])
+
+
+def run_served(
+    program: str,
+    argv: list[str],
+    cwd: Path,
+    env: dict[str, str],
+    on_line: Callable[[str], None] = lambda _line: None,
+) -> tuple[int, str] | None:
+    """``program argv`` run by the stage server at ``env``'s socket, its output (stdout and
+    stderr as one stream) handed to ``on_line`` line by line as it comes; returns the exit
+    status and the whole output, or None where no server takes it (run it yourself then).
+
+    For a caller that is not the command itself (a search's worker thread): no signals are
+    forwarded; if the caller goes away, the server stops the child."""
+    path = env.get(ENV_VAR)
+    if not path:
+        return None
+    try:
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn.connect(path)
+    except OSError as exc:
+        log.warning("%s=%s: %s; %s runs in its own process", ENV_VAR, path, exc.strerror, program)
+        return None
+    with conn:
+        replies = conn.makefile("r", encoding="utf-8")
+        read_end, write_end = os.pipe()
+        with (
+            open(os.devnull, "rb") as stdin,
+            open(read_end, encoding="utf-8", errors="replace") as out,
+        ):
+            try:
+                message = encode(request(argv, program, str(cwd), env))
+                sent = socket.send_fds(conn, [message], [stdin.fileno(), write_end, write_end])
+                if sent < len(message):
+                    conn.sendall(message[sent:])
+                first = _reply(replies)
+            except OSError as exc:
+                first = {"refused": exc.strerror or str(exc)}
+            finally:
+                os.close(write_end)  # the child holds its own copy: EOF comes when it ends
+            if first is None or "refused" in first:
+                why = first["refused"] if first else "it closed the connection"
+                log.warning("stage server %s refused %s (%s)", path, program, why)
+                return None
+            lines = []
+            for line in out:
+                on_line(line)
+                lines.append(line)
+        reply = _reply(replies)
+    if reply is None:
+        log.error(
+            "stage server: the connection closed before %s (pid %d) exited", program, first["pid"]
+        )
+        return 1, "".join(lines)
+    return int(reply["exit"]), "".join(lines)
 
 
 def _reply(replies) -> dict | None:

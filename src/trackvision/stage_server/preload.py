@@ -9,7 +9,7 @@ import os
 import sys
 from typing import Any
 
-from trackvision.stage_server.protocol import import_time_env, interpreter
+from trackvision.stage_server.protocol import PROGRAMS, import_time_env, interpreter
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +24,17 @@ PRELOAD = (
     "tabulate",  # what torch._dynamo's exit handler imports in every child
     "optuna", "mlflow", "mlflow.pytorch", "mlflow.models", "mlflow.tracking",
     "mlflow.store.tracking.sqlalchemy_store",
+    # What `dvc exp run --temp` imports, much of it only as it goes: a search runs each trial's
+    # DVC through the server too.
+    "dvc.cli", "dvc.cli.parser", "dvc.repo", "dvc.repo.experiments.run", "dvc.repo.reproduce",
+    "dvc.repo.experiments.queue.celery", "dvc.repo.experiments.queue.tempdir",
+    "dvc.repo.experiments.executor.local", "dvc.repo.checkout", "dvc.repo.index",
+    "dvc.repo.stage", "dvc.repo.plots", "dvc.stage.cache", "dvc.dvcfile", "dvc.fs.dvc",
+    "dvc.data_cloud", "dvc.cachemgr", "dvc.dirs", "dvc.utils.hydra", "dvc.utils.strictyaml",
+    "dvc_data.index.checkout", "dvc_render", "scmrepo.git", "scmrepo.git.backend.dulwich",
+    "scmrepo.git.backend.pygit2", "dulwich.client", "dulwich.porcelain", "dulwich.stash",
+    "dulwich.worktree", "pygit2", "ruamel.yaml", "omegaconf", "platformdirs",
+    "hydra.core.override_parser.overrides_parser", "hydra._internal.config_loader_impl",
 )  # fmt: skip
 
 
@@ -46,11 +57,15 @@ class Preloaded:
         self.files = {
             top: _file_state(sys.modules[top])
             for top in {name.split(".")[0] for name in modules}
-            if top in sys.modules
+            # A namespace package (ruamel) has no file of its own; the interpreter check
+            # already rules out another environment's copy.
+            if top in sys.modules and sys.modules[top].__spec__.origin is not None
         }
 
     def refusal(self, req: dict[str, Any]) -> str | None:
         """Why a fork of this server would not be the command's own process; None if it is."""
+        if req.get("program", "trackvision") not in PROGRAMS:
+            return f"no such program here: {req['program']!r}"
         if req["interpreter"] != self.interpreter:
             return f"another interpreter: {req['interpreter']['executable']}"
         env = import_time_env(req["env"])

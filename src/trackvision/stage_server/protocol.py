@@ -21,6 +21,8 @@ IMPORT_TIME_PREFIXES = (
 NOT_IMPORT_TIME = frozenset({"PYTHONPATH"})  # sys.path travels with the request
 MAX_REQUEST = 16 << 20
 RAN_ITSELF = "the stage runs in this process"  # how a command says it was not served
+# What a child can become: a stage command, or DVC itself (a search's `dvc exp run` per trial).
+PROGRAMS = ("trackvision", "dvc")
 
 
 def private_socket() -> Path:
@@ -43,14 +45,22 @@ def interpreter() -> dict[str, str]:
     return {"executable": sys.executable, "prefix": sys.prefix, "flags": repr(sys.flags)}
 
 
-def request(argv: list[str]) -> dict[str, Any]:
-    cwd = os.getcwd()
+def request(
+    argv: list[str],
+    program: str = "trackvision",
+    cwd: str | None = None,
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """``program argv`` as this process would start it, in ``cwd`` with ``env`` (by default
+    this process's own), with this process's ``sys.path``."""
+    here = os.getcwd()
     return {
+        "program": program,
         "argv": argv,
-        "cwd": cwd,
-        "env": dict(os.environ),
+        "cwd": cwd or here,
+        "env": dict(os.environ if env is None else env),
         # Absolute, since the server resolves modules against it from its own directory.
-        "path": [os.path.join(cwd, entry) for entry in sys.path],
+        "path": [os.path.join(here, entry) for entry in sys.path],
         "interpreter": interpreter(),
     }
 

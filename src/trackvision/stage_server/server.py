@@ -79,7 +79,7 @@ class Server:
         self.selector.register(pidfd, selectors.EVENT_READ, lambda _fd, pid=pid: self._reap(pid))
         self.selector.register(conn, selectors.EVENT_READ, lambda _c, pid=pid: self._hangup(pid))
         _send(conn, {"pid": pid})
-        log.debug("pid %d: trackvision %s", pid, " ".join(req["argv"]))
+        log.debug("pid %d: %s %s", pid, req.get("program", "trackvision"), " ".join(req["argv"]))
 
     def _receive(self, conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
         pid, uid, _ = _UCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))

@@ -13,10 +13,13 @@ import logging
 import os
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trackvision.errors import TrackvisionError
 from trackvision.stage_server.protocol import RAN_ITSELF
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +42,40 @@ def run_experiment(
     """``dvc exp run --temp -n <name>`` of ``evaluate@<model>`` (and what it depends on)."""
     cmd = ["dvc", "exp", "run", "--temp", "-n", name, *set_args(overrides), f"evaluate@{model}"]
     log.info("trial %s: %s", name, " ".join(cmd))
-    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-12:]
-        raise TrialError(
-            f"trial {name}: `{' '.join(cmd)}` exited {proc.returncode}:\n" + "\n".join(tail)
-        )
-    unserved = [line for line in proc.stderr.splitlines() if RAN_ITSELF in line]
+    code, output = dvc(cmd[1:], root, env)
+    if code != 0:
+        tail = output.strip().splitlines()[-12:]
+        raise TrialError(f"trial {name}: `{' '.join(cmd)}` exited {code}:\n" + "\n".join(tail))
+    unserved = [line for line in output.splitlines() if RAN_ITSELF in line]
     if unserved:  # the trial's results stand; it only paid each stage's imports
         log.warning("trial %s: %s", name, unserved[0].strip())
+
+
+def dvc(
+    argv: list[str], root: Path, env: dict[str, str], on_line: Callable[[str], None] | None = None
+) -> tuple[int, str]:
+    """``dvc <argv>`` in ``root``: its exit status and output (stdout and stderr together),
+    each line also handed to ``on_line``. Forked from the stage server where ``env`` names one
+    (DVC's imports are then paid once per search, not once per trial), else a process."""
+    from trackvision.stage_server.client import run_served
+
+    on_line = on_line or (lambda _line: None)
+    served = run_served("dvc", argv, root, env, on_line)
+    if served is not None:
+        return served
+    proc = subprocess.Popen(
+        ["dvc", *argv],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines = []
+    for line in proc.stdout:
+        on_line(line)
+        lines.append(line)
+    return proc.wait(), "".join(lines)
 
 
 def experiment_ref(root: Path, name: str) -> str:
