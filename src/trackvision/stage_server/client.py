@@ -38,29 +38,16 @@ def run_on_server(argv: list[str], stage: str) -> int | None:
     path = os.environ.get(ENV_VAR)
     if not path or stage not in SERVED_STAGES:
         return None
-    try:
-        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        conn.connect(path)
-    except OSError as exc:
-        log.warning("%s=%s: %s; %s", ENV_VAR, path, exc.strerror, RAN_ITSELF)
+    conn = _connect(path, RAN_ITSELF)
+    if conn is None:
         return None
     with conn:
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
         replies = conn.makefile("r", encoding="utf-8")
-        try:
-            message = encode(request(argv))
-            sent = socket.send_fds(conn, [message], [0, 1, 2])
-            if sent < len(message):
-                conn.sendall(message[sent:])
-            first = _reply(replies)
-        except OSError as exc:
-            # Nothing started: a server forks only once it holds the whole request, and one
-            # that did would stop that child when this connection closes.
-            first = {"refused": exc.strerror or str(exc)}
-        if first is None or "refused" in first:
-            why = first["refused"] if first else "it closed the connection"
-            log.warning("stage server %s refused (%s); %s", path, why, RAN_ITSELF)
+        first = _start(conn, replies, encode(request(argv)), [0, 1, 2])
+        if "refused" in first:
+            log.warning("stage server %s refused (%s); %s", path, first["refused"], RAN_ITSELF)
             return None
         return _wait(replies, first["pid"])
 
@@ -81,11 +68,8 @@ def run_served(
     path = env.get(ENV_VAR)
     if not path:
         return None
-    try:
-        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        conn.connect(path)
-    except OSError as exc:
-        log.warning("%s=%s: %s; %s runs in its own process", ENV_VAR, path, exc.strerror, program)
+    conn = _connect(path, f"{program} runs in its own process")
+    if conn is None:
         return None
     with conn:
         replies = conn.makefile("r", encoding="utf-8")
@@ -94,19 +78,13 @@ def run_served(
             open(os.devnull, "rb") as stdin,
             open(read_end, encoding="utf-8", errors="replace") as out,
         ):
+            message = encode(request(argv, program, str(cwd), env))
             try:
-                message = encode(request(argv, program, str(cwd), env))
-                sent = socket.send_fds(conn, [message], [stdin.fileno(), write_end, write_end])
-                if sent < len(message):
-                    conn.sendall(message[sent:])
-                first = _reply(replies)
-            except OSError as exc:
-                first = {"refused": exc.strerror or str(exc)}
+                first = _start(conn, replies, message, [stdin.fileno(), write_end, write_end])
             finally:
                 os.close(write_end)  # the child holds its own copy: EOF comes when it ends
-            if first is None or "refused" in first:
-                why = first["refused"] if first else "it closed the connection"
-                log.warning("stage server %s refused %s (%s)", path, program, why)
+            if "refused" in first:
+                log.warning("stage server %s refused %s (%s)", path, program, first["refused"])
                 return None
             lines = []
             for line in out:
@@ -119,6 +97,33 @@ def run_served(
         )
         return 1, "".join(lines)
     return int(reply["exit"]), "".join(lines)
+
+
+def _connect(path: str, otherwise: str) -> socket.socket | None:
+    """A connection to the server at ``path``; None, logged with ``otherwise``, if none."""
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.connect(path)
+    except OSError as exc:
+        conn.close()
+        log.warning("%s=%s: %s; %s", ENV_VAR, path, exc.strerror, otherwise)
+        return None
+    return conn
+
+
+def _start(conn: socket.socket, replies, message: bytes, fds: list[int]) -> dict:
+    """Send the request with the command's standard streams; the server's first reply: its
+    child's pid, or why it refused."""
+    try:
+        sent = socket.send_fds(conn, [message], fds)
+        if sent < len(message):
+            conn.sendall(message[sent:])
+        first = _reply(replies)
+    except OSError as exc:
+        # Nothing started: a server forks only once it holds the whole request, and one that
+        # did would stop that child when this connection closes.
+        return {"refused": exc.strerror or str(exc)}
+    return first if first is not None else {"refused": "it closed the connection"}
 
 
 def _reply(replies) -> dict | None:
