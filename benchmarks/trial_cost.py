@@ -35,6 +35,7 @@ from trackvision.evaluation.footprint import machine
 from trackvision.stage_server.client import run_served
 from trackvision.stage_server.launch import stage_server
 from trackvision.stage_server.protocol import ENV_VAR, RAN_ITSELF
+from trackvision.tracking.mlflow_adapter import prepare_store
 from trackvision.tuning.experiment import dvc, experiment_ref, set_args
 
 log = logging.getLogger("bench")
@@ -131,6 +132,7 @@ def main() -> None:
     cmd = ["dvc", "exp", "run", "--temp", "-n", name, *set_args(overrides), *targets]
     log.info("$ %s", " ".join(cmd))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    prepare_store(config)  # as tune does before its first trial
     started = time.perf_counter()
     with stage_server(env) if args.stage_server else nullcontext({}) as served:
         server_start_s = time.perf_counter() - started

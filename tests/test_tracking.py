@@ -13,6 +13,7 @@ from tests.conftest import tiny_params
 from trackvision.config import parse_config
 from trackvision.errors import TrackingError
 from trackvision.tracking import open_tracker
+from trackvision.tracking.mlflow_adapter import EXPERIMENT_KIND, MODEL_TRAINING, prepare_store
 from trackvision.tracking.retry import RetryingTracker
 
 from .training.test_loop import SETTINGS, fit_toy
@@ -100,6 +101,27 @@ def test_an_unreachable_server_fails_before_any_work(params, monkeypatch) -> Non
     config = parse_config(tiny_params(params, **{"mlflow.enabled": True}))
     with pytest.raises(TrackingError, match=rf"127.0.0.1:{port}.*mlflow.enabled: false"):
         open_tracker(config, "cnn", "cnn")
+    # A search opens the store before its first trial: it stops there, having run nothing.
+    with pytest.raises(TrackingError, match=rf"127.0.0.1:{port}.*mlflow.enabled: false"):
+        prepare_store(config)
+
+
+def test_a_search_creates_the_store_and_its_experiment_before_the_trials(
+    params, tmp_path, monkeypatch
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    config = parse_config(tiny_params(params, **{"mlflow.enabled": True}))
+    prepare_store(config)
+    exp = MlflowClient(uri).get_experiment_by_name(config.data.source)
+    assert exp.tags[EXPERIMENT_KIND] == MODEL_TRAINING  # the UI opens it on its training runs
+    assert exp.artifact_location == (tmp_path / "mlruns").as_uri()  # beside the store
+    prepare_store(config)  # a second search finds them there
+    assert MlflowClient(uri).get_experiment_by_name(config.data.source).experiment_id == (
+        exp.experiment_id
+    )
 
 
 def _packaged(seed: int):

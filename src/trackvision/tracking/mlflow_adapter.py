@@ -50,14 +50,7 @@ class MlflowTracker:
         import mlflow
 
         self._mlflow = mlflow
-        use_tracking_uri(tracking_uri)
-        exp = mlflow.get_experiment_by_name(experiment)
-        if exp is None:
-            exp_id = self._create_experiment(experiment, tracking_uri)
-        else:
-            exp_id = exp.experiment_id
-            if exp.tags.get(EXPERIMENT_KIND) is None:  # created before the kind was set
-                mlflow.MlflowClient().set_experiment_tag(exp_id, EXPERIMENT_KIND, MODEL_TRAINING)
+        exp_id = experiment_id(tracking_uri, experiment)
         run = mlflow.start_run(
             run_id=run_id,
             experiment_id=exp_id,
@@ -71,23 +64,6 @@ class MlflowTracker:
         self.run_id = run.info.run_id
         self.experiment_id = exp_id
         log.info("MLflow run %s in experiment %r at %s", self.run_id, experiment, tracking_uri)
-
-    def _create_experiment(self, name: str, tracking_uri: str) -> str:
-        # With a local store, pin artifacts next to mlflow.db: an experiment first created inside
-        # a temporary DVC workspace would otherwise keep its artifacts in a folder DVC deletes.
-        location = None
-        if tracking_uri.startswith("sqlite:///"):
-            db = Path(tracking_uri.removeprefix("sqlite:///"))
-            location = (db.parent / "mlruns").resolve().as_uri()
-        try:
-            return self._mlflow.create_experiment(
-                name, artifact_location=location, tags={EXPERIMENT_KIND: MODEL_TRAINING}
-            )
-        except Exception:  # created meanwhile by a concurrent run: use theirs
-            exp = self._mlflow.get_experiment_by_name(name)
-            if exp is None:
-                raise
-            return exp.experiment_id
 
     def _activate(self) -> None:
         """Make this run the fluent API's active run in the calling thread.
@@ -229,6 +205,53 @@ class MlflowTracker:
 
     def close(self, status: str = "FINISHED") -> None:
         self._mlflow.end_run(status=status)
+
+
+def experiment_id(tracking_uri: str, name: str) -> str:
+    """The id of experiment ``name`` in the store at ``tracking_uri`` (the fluent API's store
+    from now on), created as a model-training experiment if it is not there yet."""
+    import mlflow
+
+    use_tracking_uri(tracking_uri)
+    exp = mlflow.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.tags.get(EXPERIMENT_KIND) is None:  # created before the kind was set
+            mlflow.MlflowClient().set_experiment_tag(
+                exp.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING
+            )
+        return exp.experiment_id
+    # With a local store, pin artifacts next to mlflow.db: an experiment first created inside
+    # a temporary DVC workspace would otherwise keep its artifacts in a folder DVC deletes.
+    location = None
+    if tracking_uri.startswith("sqlite:///"):
+        db = Path(tracking_uri.removeprefix("sqlite:///"))
+        location = (db.parent / "mlruns").resolve().as_uri()
+    try:
+        return mlflow.create_experiment(
+            name, artifact_location=location, tags={EXPERIMENT_KIND: MODEL_TRAINING}
+        )
+    except Exception:  # created meanwhile by a concurrent run: use theirs
+        exp = mlflow.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def prepare_store(config: Config) -> None:
+    """Create the tracking store and the experiment the stages log to, if they are not there
+    yet: a search does it once before its trials, so that no trial pays for it (a new sqlite
+    store migrates its schema) and an unreachable store stops the search before it starts."""
+    if not config.mlflow.enabled:
+        return
+    uri = resolve_tracking_uri(config.mlflow.tracking_uri)
+    try:
+        experiment_id(uri, config.data.source)
+    except Exception as exc:
+        raise TrackingError(
+            f"tracking store {uri}: cannot open experiment {config.data.source!r} ({exc}). "
+            "Start the server, point MLFLOW_TRACKING_URI / mlflow.tracking_uri elsewhere, or "
+            "set mlflow.enabled: false"
+        ) from exc
 
 
 def find_run_by_weights(tracking_uri: str, experiment: str, weights_sha256: str) -> str | None:

@@ -140,6 +140,9 @@ def run_study(config: Config, root: Path, jobs: int) -> Any:
         jobs,
     )
     if remaining > 0:
+        from trackvision.tracking.mlflow_adapter import prepare_store
+
+        prepare_store(config)
         clean_up_after_killed_trials(root)
         threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
         env = search_env(threads)
