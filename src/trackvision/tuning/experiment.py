@@ -56,7 +56,7 @@ def dvc(
 ) -> tuple[int, str]:
     """``dvc <argv>`` in ``root``: its exit status and output (stdout and stderr together),
     each line also handed to ``on_line``. Forked from the stage server where ``env`` names one
-    (DVC's imports are then paid once per search, not once per trial), else a process."""
+    (DVC's imports are then paid once per search, not once per trial), else its own process."""
     from trackvision.stage_server.client import run_served
 
     on_line = on_line or (lambda _line: None)
