@@ -90,6 +90,12 @@ def test_a_bad_request_leaves_the_server_serving(server: dict[str, str], project
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
             conn.connect(server[ENV_VAR])
             conn.sendall(payload)
+    # With the three streams, as a command sends them: JSON, but not a request.
+    for body in (b"5", b"[]", b'"plan"'):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.connect(server[ENV_VAR])
+            socket.send_fds(conn, [len(body).to_bytes(8, "big") + body], [0, 1, 2])
+            assert conn.recv(1) == b""  # closed without a reply: dropped, nothing forked
     proc = trackvision(["plan"], project, server)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert FELL_BACK not in proc.stderr

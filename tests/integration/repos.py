@@ -131,19 +131,12 @@ def wait_until_group_gone(group: int, timeout: float = 60) -> None:
 def wait_until_nothing_runs_in(root: Path, timeout: float = 60) -> None:
     """Return once no process has its working directory in ``root`` (a killed search's DVC,
     forked by its stage server, is in a process group of its own and dies a moment later)."""
-    import psutil
+    from trackvision.tuning.leftovers import working_dirs
 
     root = root.resolve()
-
-    def inside() -> list[int]:
-        found = []
-        for proc in psutil.process_iter(["pid", "cwd"]):
-            cwd = proc.info["cwd"]
-            if cwd and Path(cwd).is_relative_to(root):
-                found.append(proc.info["pid"])
-        return found
-
     deadline = time.monotonic() + timeout
-    while (left := inside()) and time.monotonic() < deadline:
+    while (left := [d for d in working_dirs() if d.is_relative_to(root)]) and (
+        time.monotonic() < deadline
+    ):
         time.sleep(0.1)
-    assert not left, f"processes {left} still run in {root} {timeout} s on"
+    assert not left, f"processes still run in {sorted(map(str, left))} {timeout} s on"

@@ -47,7 +47,7 @@ def run_child(req: dict[str, Any], fds: list[int], server: int) -> int:
     os.environ.clear()
     os.environ.update(req["env"])
     sys.path[:] = req["path"]
-    program = req.get("program", "trackvision")
+    program = req["program"]
     sys.argv = [program, *req["argv"]]
     for name in [m for m in sys.modules if m == "trackvision" or m.startswith("trackvision.")]:
         del sys.modules[name]

@@ -64,7 +64,7 @@ class Preloaded:
 
     def refusal(self, req: dict[str, Any]) -> str | None:
         """Why a fork of this server would not be the command's own process; None if it is."""
-        if req.get("program", "trackvision") not in PROGRAMS:
+        if req["program"] not in PROGRAMS:
             return f"no such program here: {req['program']!r}"
         if req["interpreter"] != self.interpreter:
             return f"another interpreter: {req['interpreter']['executable']}"

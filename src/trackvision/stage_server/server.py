@@ -79,7 +79,7 @@ class Server:
         self.selector.register(pidfd, selectors.EVENT_READ, lambda _fd, pid=pid: self._reap(pid))
         self.selector.register(conn, selectors.EVENT_READ, lambda _c, pid=pid: self._hangup(pid))
         _send(conn, {"pid": pid})
-        log.debug("pid %d: %s %s", pid, req.get("program", "trackvision"), " ".join(req["argv"]))
+        log.debug("pid %d: %s %s", pid, req["program"], " ".join(req["argv"]))
 
     def _receive(self, conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
         pid, uid, _ = _UCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
@@ -96,7 +96,12 @@ class Server:
                 if not chunk:
                     raise ValueError("the request ended early")
                 body += chunk
-            return json.loads(body), fds
+            req = json.loads(body)
+            if not isinstance(req, dict):
+                raise ValueError(f"a request is a JSON object, not {type(req).__name__}")
+            # A trial's stages run the client of the code it was queued with, maybe older.
+            req.setdefault("program", "trackvision")
+            return req, fds
         except BaseException:
             _close_fds(fds)
             raise

@@ -247,11 +247,14 @@ def prepare_store(config: Config) -> None:
     try:
         experiment_id(uri, config.data.source)
     except Exception as exc:
-        raise TrackingError(
-            f"tracking store {uri}: cannot open experiment {config.data.source!r} ({exc}). "
-            "Start the server, point MLFLOW_TRACKING_URI / mlflow.tracking_uri elsewhere, or "
-            "set mlflow.enabled: false"
-        ) from exc
+        raise _unreachable(uri, f"open experiment {config.data.source!r}", exc) from exc
+
+
+def _unreachable(uri: str, what: str, exc: Exception) -> TrackingError:
+    return TrackingError(
+        f"tracking store {uri}: cannot {what} ({exc}). Start the server, point "
+        "MLFLOW_TRACKING_URI / mlflow.tracking_uri elsewhere, or set mlflow.enabled: false"
+    )
 
 
 def find_run_by_weights(tracking_uri: str, experiment: str, weights_sha256: str) -> str | None:
@@ -316,10 +319,6 @@ def open_tracker(
             system_metrics=system_metrics,
         )
     except Exception as exc:  # before any work: fail fast and say what to do
-        raise TrackingError(
-            f"tracking store {uri}: cannot start the run of {model} ({exc}). Start the server, "
-            "point MLFLOW_TRACKING_URI / mlflow.tracking_uri elsewhere, or set "
-            "mlflow.enabled: false"
-        ) from exc
+        raise _unreachable(uri, f"start the run of {model}", exc) from exc
     tracker.restored = WEIGHTS_TAG in tags
     return RetryingTracker(tracker, uri)

@@ -52,14 +52,16 @@ def run_experiment(
 
 
 def dvc(
-    argv: list[str], root: Path, env: dict[str, str], on_line: Callable[[str], None] | None = None
+    argv: list[str],
+    root: Path,
+    env: dict[str, str],
+    on_line: Callable[[str], None] = lambda _line: None,
 ) -> tuple[int, str]:
     """``dvc <argv>`` in ``root``: its exit status and output (stdout and stderr together),
     each line also handed to ``on_line``. Forked from the stage server where ``env`` names one
     (DVC's imports are then paid once per search, not once per trial), else its own process."""
     from trackvision.stage_server.client import run_served
 
-    on_line = on_line or (lambda _line: None)
     served = run_served("dvc", argv, root, env, on_line)
     if served is not None:
         return served

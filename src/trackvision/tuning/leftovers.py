@@ -69,7 +69,7 @@ def _unstage_packed_args(root: Path, packed: str) -> bool:
     return True
 
 
-def _working_dirs() -> list[Path]:
+def working_dirs() -> list[Path]:
     """The current directory of every process this user can see (DVC's and its stages')."""
     import psutil
 
@@ -92,7 +92,7 @@ def _remove_dead_copies(repo: Any) -> None:
     records = sorted(pid_dir.glob(f"*/*{BaseExecutor.INFOFILE_EXT}"))
     if not records:
         return
-    busy = _working_dirs()
+    busy = working_dirs()
     removed, freed = 0, 0
     for record in records:
         copy = Path(ExecutorInfo.load_json(str(record)).root_dir)
