@@ -12,7 +12,7 @@ from trackvision.errors import ConfigError
 def test_repository_params_are_valid() -> None:
     config = load_config(REPO / "params.yaml")
     assert config.data.source == "synthetic_text"
-    assert config.models == ("cnn", "vit", "mobilevit_xxs")
+    assert config.model_names == ("cnn", "vit", "mobilevit_xxs")
     assert config.balance.split == {"train": 0.7, "val": 0.15, "test": 0.15}
 
 

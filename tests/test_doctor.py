@@ -16,7 +16,7 @@ from trackvision import doctor
 from trackvision.config import parse_config
 from trackvision.data.sources.synthetic_text import generate_image
 from trackvision.errors import DataError
-from trackvision.evaluation.confidence import bootstrap_f1_interval
+from trackvision.evaluation.confidence import bootstrap_f1_interval, weighted_f1
 from trackvision.layout import Layout
 from trackvision.stages.balance import balance
 from trackvision.stages.download import download
@@ -173,7 +173,10 @@ def test_the_bootstrap_f1_interval_brackets_the_point_estimate() -> None:
     low, high = bootstrap_f1_interval(y_true, y_pred, 3)
     point = f1_score(y_true, y_pred, average="weighted")
     assert low < point < high and high - low < 0.15
-    # Each resample is scored like scikit-learn would score it.
-    idx = np.random.default_rng(0).integers(0, 400, (1, 400))[0]
-    one_low, _ = bootstrap_f1_interval(y_true, y_pred, 3, resamples=1, seed=0)
-    assert one_low == pytest.approx(f1_score(y_true[idx], y_pred[idx], average="weighted"))
+    # Each resample is scored as scikit-learn scores it, absent classes included.
+    idx = np.random.default_rng(0).integers(0, 400, (5, 400))
+    scores = weighted_f1(y_true[idx], np.where(idx % 7 == 0, 4, y_pred[idx]), 5)
+    for row, score in zip(idx, scores, strict=True):
+        pred = np.where(row % 7 == 0, 4, y_pred[row])
+        expected = f1_score(y_true[row], pred, labels=range(5), average="weighted", zero_division=0)
+        assert score == pytest.approx(expected, abs=1e-12)

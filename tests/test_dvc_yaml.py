@@ -27,13 +27,12 @@ SRC = REPO / "src"
 
 # Project modules that cannot change what a stage writes, so no stage lists them: exception
 # classes, how a file is renamed into place, where files go (dvc.yaml names the paths), the
-# process's allocator, the parsing of params.yaml (DVC tracks the values themselves) and what is
+# parsing of params.yaml (DVC tracks the values themselves) and what is
 # recorded in MLflow (not an output).
 PLUMBING = (
     "trackvision.errors",
     "trackvision.atomic",
     "trackvision.layout",
-    "trackvision.allocator",
     "trackvision.config",
     "trackvision.tracking",
     "trackvision.data.fetch",  # how bytes arrive; their checksums are checked against the params
@@ -141,7 +140,7 @@ class Recorder:
 
             return model
         derived = {
-            "models": {"train.models"},
+            "model_names": {"train.models"},
             "decode_size": {"data.image_size", "train.models", "train.image_size", "models"},
             "raw": set(),  # read only to log upstream params to MLflow
         }

@@ -274,7 +274,7 @@ def test_digits_source_runs_greyscale_through_the_pipeline(tmp_path: Path, param
     layout = Layout(tmp_path)
     run_data_stages(config, layout)
     assert read_split(layout.balanced, "train").images.shape[-1] == 1
-    for model in config.models:
+    for model in config.model_names:
         train(config, layout, model)
         metrics = evaluate(config, layout, model)
         assert metrics["classes"] == [str(d) for d in range(10)]

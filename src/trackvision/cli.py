@@ -1,17 +1,17 @@
-"""``trackvision <stage>``: one thin command per DVC stage, over the functions in ``stages``."""
+"""``trackvision <command>``: one thin handler per command, over the functions in ``stages``."""
 
 from __future__ import annotations
 
 import argparse
-import gc
+import importlib
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from trackvision.allocator import tune_allocator
-from trackvision.errors import TrackingError, TrackvisionError
+from trackvision.errors import ConfigError, TrackingError, TrackvisionError
 from trackvision.stage_environment import STAGE_ENVIRONMENT
 
 if TYPE_CHECKING:
@@ -20,97 +20,64 @@ if TYPE_CHECKING:
 log = logging.getLogger("trackvision")
 
 STAGES = ("download", "plan", "balance", "augment", "train", "evaluate", "compare")
-# Commands that build models and so validate the model entries of params.yaml up front.
-_MODEL_STAGES = ("check", "train", "evaluate", "tune")
 
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="trackvision", description="Tracked, reproducible image-classification experiments."
-    )
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
-    for stage in STAGES:
-        p = sub.add_parser(stage, help=f"run the {stage} stage")
-        if stage in ("train", "evaluate"):
-            p.add_argument(
-                "--model",
-                action="append",
-                dest="models",
-                metavar="NAME",
-                help="model to run (repeatable); default: every name in train.models",
-            )
-    curve = sub.add_parser(
-        "learning-curve",
-        help="plot test accuracy against training data share (from a dvc exp sweep, via MLflow)",
-    )
-    curve.add_argument("--model", required=True, metavar="NAME", help="model swept")
-    curve.add_argument(
-        "--where",
-        action="append",
-        default=[],
-        metavar="PARAM=VALUE",
-        help="keep only runs with this MLflow param value (repeatable), e.g. train.epochs=2",
-    )
-    ui = sub.add_parser("ui", help="serve the MLflow UI over this project's store (127.0.0.1)")
-    ui.add_argument("--port", type=int, default=5000, help="port (default 5000)")
-    ui.add_argument(
-        "--host", default="127.0.0.1", help="interface; 0.0.0.0 exposes the store to the network"
-    )
-    pred = sub.add_parser(
-        "predict", help="classify image files or folders; CSV out, optional copies by class"
-    )
-    pred.add_argument("inputs", nargs="+", type=Path, metavar="PATH", help="images or folders")
-    pred.add_argument(
-        "--model",
-        help="models/<name>/ or an MLflow URI (models:/<name>@champion); "
-        "default: the local model with the best test accuracy",
-    )
-    pred.add_argument("--out", type=Path, default=Path("predictions.csv"), help="CSV to write")
-    pred.add_argument(
-        "--sort-into",
-        type=Path,
-        metavar="DIR",
-        help="copy each image into DIR/<label>/ (DIR/uncertain/ below --threshold)",
-    )
-    pred.add_argument("--threshold", type=float, default=0.7, help="confidence (default 0.7)")
-    pred.add_argument("--batch-size", type=int, default=64)
-    pred.add_argument(
-        "--workers", type=int, default=1, help="decoding processes beside the model (default 1)"
-    )
-    export = sub.add_parser("export", help="write a model as ONNX or TorchScript, verified")
-    export.add_argument("--model", required=True, help="models/<name>/ or models:/<name>@<alias>")
-    export.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
-    export.add_argument("--out", type=Path, help="default: exports/<name>.onnx|.pt")
-    tune = sub.add_parser(
-        "tune", help="an Optuna search (params.yaml's tune:), each trial a dvc experiment"
-    )
-    tune.add_argument(
-        "--jobs",
-        type=int,
-        default=1,
-        metavar="N",
-        help="trials run side by side by this process (default 1); start `tune` on other "
-        "machines against the same tune.storage for more",
-    )
-    sub.add_parser("check", help="validate params.yaml and exit")
-    sub.add_parser("sources", help="list the registered dataset sources")
-    return parser
-
-
-def _process_settings(stage: str) -> None:
-    """What this process is, set once by the entry point, before any library code runs."""
-    # Before the first tensor exists, so that huge pages apply to every one (see allocator.py).
-    tune_allocator()
+# Set for every command before any library reads them. A user's own value wins.
+PROCESS_ENVIRONMENT = {
     # MLflow's own HTTP retries back off for minutes; ours (tracking/retry.py) keep training going.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
-    for key, value in STAGE_ENVIRONMENT.get(stage, {}).items():
-        os.environ.setdefault(key, value)
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+}
 
 
-def ui_command(tracking_uri: str, root: Path, host: str, port: int) -> list[str]:
+def load(args: argparse.Namespace, check_models: bool = False) -> Config:
+    """params.yaml (``--params``) validated; ``check_models`` also resolves every model entry."""
+    from trackvision.config import load_config
+
+    return load_config(args.params, check_models=check_models)
+
+
+# --- handlers: each takes the parsed arguments and returns the exit status -------------------
+
+
+def stage_command(args: argparse.Namespace) -> int:
+    """A DVC stage: ``stages.<name>.<name>(config, layout[, model])``."""
+    from trackvision.layout import Layout
+
+    stage = getattr(importlib.import_module(f"trackvision.stages.{args.stage}"), args.stage)
+    layout = Layout(Path.cwd())
+    if args.stage not in ("train", "evaluate"):
+        stage(load(args), layout)
+        return 0
+    # A stage run for named models checks only theirs: a timm name costs seconds of imports
+    # that `train --model cnn` need not pay.
+    config = load(args, check_models=not args.models)
+    names = args.models or list(config.model_names)
+    for name in names:  # every named model is valid before the first one runs
+        if name not in config.model_names:
+            from trackvision.models.zoo import check_model_name
+
+            check_model_name(name, "--model")
+        config.model(name)
+    for name in names:
+        stage(config, layout, name)
+    return 0
+
+
+def check_command(args: argparse.Namespace) -> int:
+    load(args, check_models=True)
+    log.info("%s: valid", args.params)
+    return 0
+
+
+def sources_command(args: argparse.Namespace) -> int:
+    from trackvision.data.sources import available_sources, get_source
+
+    for name in available_sources():
+        print(f"{name:18s} {get_source(name).description}")  # the command's output
+    return 0
+
+
+def ui_server_command(tracking_uri: str, root: Path, host: str, port: int) -> list[str]:
     """The ``mlflow server`` command that serves the UI over a local store, artifacts included.
 
     Runs pin their artifacts next to the store (``mlruns/``); runs created through this server
@@ -138,156 +105,223 @@ def ui_command(tracking_uri: str, root: Path, host: str, port: int) -> list[str]
     ]
 
 
-def run(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    _process_settings(args.stage)
+def ui_command(args: argparse.Namespace) -> int:
+    from trackvision.layout import repo_root
+    from trackvision.tracking import resolve_tracking_uri
+
+    config = load(args)
+    uri = resolve_tracking_uri(config.mlflow.tracking_uri)
+    command = ui_server_command(uri, repo_root(), args.host, args.port)
+    log.info("MLflow UI on http://%s:%d  (%s)", args.host, args.port, " ".join(command))
+    sys.stdout.flush()
+    os.execv(command[0], command)  # the server replaces this process: Ctrl-C stops it
+    return 0  # not reached
+
+
+def tune_command(args: argparse.Namespace) -> int:
+    from trackvision.layout import repo_root
+    from trackvision.tuning.study import run_study, summary_lines
+
+    config = load(args, check_models=True)
+    if config.tune is None:
+        raise ConfigError("params.yaml: no tune: section (see the README's Tuning part)")
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs: expected 1 or more, got {args.jobs}")
+    study = run_study(config, repo_root(), args.jobs)
+    print("\n".join(summary_lines(study, config.tune)))  # the command's answer
+    return 0
+
+
+def recover_command(args: argparse.Namespace) -> int:
+    from trackvision.layout import repo_root
+    from trackvision.tuning.leftovers import clean_up_after_killed_trials
+
+    clean_up_after_killed_trials(repo_root())
+    return 0
+
+
+def learning_curve_command(args: argparse.Namespace) -> int:
+    from trackvision.experiments.learning_curve import (
+        curve_points,
+        finished_runs,
+        write_learning_curve,
+    )
+    from trackvision.tracking import resolve_tracking_uri
+
+    config = load(args)
+    runs = finished_runs(resolve_tracking_uri(config.mlflow.tracking_uri), config.data.source)
+    where = dict(item.split("=", 1) for item in args.where if "=" in item)
+    write_learning_curve(curve_points(runs, args.model, where), args.model, Path("reports"))
+    return 0
+
+
+def _optional_config(args: argparse.Namespace) -> Config | None:
+    """predict and export work on a trained model, with or without a params.yaml."""
+    return load(args) if args.params.is_file() else None
+
+
+def predict_command(args: argparse.Namespace) -> int:
+    from trackvision.predict import predict_gallery
+
+    config = _optional_config(args)
+    predict_gallery(
+        args.inputs,
+        args.model,
+        args.out,
+        args.sort_into,
+        args.threshold,
+        args.batch_size,
+        args.workers,
+        tracking_uri=config.mlflow.tracking_uri if config else "",
+    )
+    return 0
+
+
+def export_command(args: argparse.Namespace) -> int:
+    from trackvision.export import export_command as export
+
+    export(args.model, args.format, args.out, Path.cwd(), _optional_config(args))
+    return 0
+
+
+# --- the command line ----------------------------------------------------------------------
+
+
+def _add(
+    sub: Any, name: str, handler: Callable[[argparse.Namespace], int], **kw: Any
+) -> argparse.ArgumentParser:
+    """A subcommand ``name`` of ``sub`` (argparse's subparsers) that runs ``handler``."""
+    parser = sub.add_parser(name, **kw)
+    parser.set_defaults(func=handler)
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trackvision", description="Tracked, reproducible image-classification experiments."
+    )
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="stage", required=True, metavar="COMMAND")
+    for stage in STAGES:
+        p = _add(sub, stage, stage_command, help=f"run the {stage} stage")
+        if stage in ("train", "evaluate"):
+            p.add_argument(
+                "--model",
+                action="append",
+                dest="models",
+                metavar="NAME",
+                help="model to run (repeatable); default: every name in train.models",
+            )
+    curve = _add(
+        sub,
+        "learning-curve",
+        learning_curve_command,
+        help="plot test accuracy against training data share (from a dvc exp sweep, via MLflow)",
+    )
+    curve.add_argument("--model", required=True, metavar="NAME", help="model swept")
+    curve.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="PARAM=VALUE",
+        help="keep only runs with this MLflow param value (repeatable), e.g. train.epochs=2",
+    )
+    ui = _add(sub, "ui", ui_command, help="serve the MLflow UI over this project's store")
+    ui.add_argument("--port", type=int, default=5000, help="port (default 5000)")
+    ui.add_argument(
+        "--host", default="127.0.0.1", help="interface; 0.0.0.0 exposes the store to the network"
+    )
+    pred = _add(
+        sub,
+        "predict",
+        predict_command,
+        help="classify image files or folders; CSV out, optional copies by class",
+    )
+    pred.add_argument("inputs", nargs="+", type=Path, metavar="PATH", help="images or folders")
+    pred.add_argument(
+        "--model",
+        help="models/<name>/ or an MLflow URI (models:/<name>@champion); "
+        "default: the local model with the best test accuracy",
+    )
+    pred.add_argument("--out", type=Path, default=Path("predictions.csv"), help="CSV to write")
+    pred.add_argument(
+        "--sort-into",
+        type=Path,
+        metavar="DIR",
+        help="copy each image into DIR/<label>/ (DIR/uncertain/ below --threshold)",
+    )
+    pred.add_argument("--threshold", type=float, default=0.7, help="confidence (default 0.7)")
+    pred.add_argument("--batch-size", type=int, default=64)
+    pred.add_argument(
+        "--workers", type=int, default=1, help="decoding processes beside the model (default 1)"
+    )
+    export = _add(
+        sub, "export", export_command, help="write a model as ONNX or TorchScript, verified"
+    )
+    export.add_argument("--model", required=True, help="models/<name>/ or models:/<name>@<alias>")
+    export.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    export.add_argument("--out", type=Path, help="default: exports/<name>.onnx|.pt")
+    tune = _add(
+        sub,
+        "tune",
+        tune_command,
+        help="an Optuna search (params.yaml's tune:), each trial a dvc experiment",
+    )
+    tune.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="trials run side by side by this process (default 1); start `tune` on other "
+        "machines against the same tune.storage for more",
+    )
+    _add(
+        sub,
+        "recover",
+        recover_command,
+        help="put back what a killed dvc exp run or search left (HEAD, git's index lock, copies)",
+    )
+    _add(sub, "check", check_command, help="validate params.yaml and exit")
+    _add(sub, "sources", sources_command, help="list the registered dataset sources")
+    return parser
+
+
+def configure_process(command: str, verbose: bool) -> None:
+    """Everything process-wide, in one place: environment, then logging."""
+    for key, value in {**PROCESS_ENVIRONMENT, **STAGE_ENVIRONMENT.get(command, {})}.items():
+        os.environ.setdefault(key, value)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    if args.stage == "sources":
-        from trackvision.data.sources import available_sources, get_source
 
-        for name in available_sources():
-            source = get_source(name)
-            print(f"{name:18s} {source.description}")  # the command's output, not a log line
-        return 0
+
+def run(argv: list[str] | None = None) -> int:
+    """Parse ``argv``, run its command; the exit status (errors logged as one line)."""
+    args = build_parser().parse_args(argv)
+    configure_process(args.stage, args.verbose)
     try:
-        if args.stage in ("predict", "export"):
-            return _use_model(args)
-        # Imported here so `--help` is instant and config errors come before heavy imports.
-        from trackvision.config import load_config
-
-        # A stage run for named models checks only theirs (the others' own stages check them):
-        # a timm name costs seconds of imports that `train --model cnn` need not pay.
-        named = getattr(args, "models", None)
-        config = load_config(args.params, check_models=args.stage in _MODEL_STAGES and not named)
-        if args.stage == "check":
-            log.info("%s: valid", args.params)
-            return 0
-        if args.stage == "ui":
-            from trackvision.layout import repo_root
-            from trackvision.tracking import resolve_tracking_uri
-
-            command = ui_command(
-                resolve_tracking_uri(config.mlflow.tracking_uri), repo_root(), args.host, args.port
-            )
-            log.info("MLflow UI on http://%s:%d  (%s)", args.host, args.port, " ".join(command))
-            sys.stdout.flush()
-            os.execv(command[0], command)  # the server replaces this process: Ctrl-C stops it
-        if args.stage == "tune":
-            return _tune(config, args.jobs)
-        if args.stage == "learning-curve":
-            from trackvision.experiments.learning_curve import (
-                curve_points,
-                finished_runs,
-                write_learning_curve,
-            )
-            from trackvision.tracking import resolve_tracking_uri
-
-            runs = finished_runs(
-                resolve_tracking_uri(config.mlflow.tracking_uri), config.data.source
-            )
-            where = dict(item.split("=", 1) for item in args.where if "=" in item)
-            points = curve_points(runs, args.model, where)
-            write_learning_curve(points, args.model, Path("reports"))
-            return 0
-        import importlib
-
-        from trackvision.layout import Layout
-
-        stage = getattr(importlib.import_module(f"trackvision.stages.{args.stage}"), args.stage)
-
-        layout = Layout(Path.cwd())
-        if args.stage in ("train", "evaluate"):
-            names = args.models or list(config.models)
-            for name in names:  # every named model is valid before the first one runs
-                if name not in config.models:
-                    from trackvision.models.zoo import check_model_name
-
-                    check_model_name(name, "--model")
-                config.model(name)
-            for name in names:
-                stage(config, layout, name)
-        else:
-            stage(config, layout)
+        return args.func(args)
     except TrackvisionError as exc:
         log.error("%s", exc)
         return exc.exit_code
     except OSError as exc:  # a full disk, a read-only or unwritable folder: say which, no traceback
-        where = exc.filename or "an output"
         log.error(
             "%s: %s. Nothing was half-written (outputs are renamed into place only when complete); "
             "free space or fix permissions and run the stage again",
-            where,
+            exc.filename or "an output",
             exc.strerror or exc,
         )
         return 1
     except KeyboardInterrupt:
         log.error("interrupted")
         return 130
-    return 0
-
-
-def _tune(config: Config, jobs: int) -> int:
-    from trackvision.errors import ConfigError
-    from trackvision.layout import repo_root
-    from trackvision.tuning.study import run_study, summary_lines
-
-    if config.tune is None:
-        raise ConfigError("params.yaml: no tune: section (see the README's Tuning part)")
-    if jobs < 1:
-        raise ConfigError(f"--jobs: expected 1 or more, got {jobs}")
-    study = run_study(config, repo_root(), jobs)
-    print("\n".join(summary_lines(study, config.tune)))  # the command's answer, not a log line
-    return 0
-
-
-def _use_model(args: argparse.Namespace) -> int:
-    """predict and export: they work on a trained model, with or without a params.yaml."""
-    from trackvision.config import load_config
-
-    root = Path.cwd()
-    config = load_config(args.params, check_models=False) if args.params.is_file() else None
-    if args.stage == "predict":
-        from trackvision.predict import predict_gallery
-
-        predict_gallery(
-            args.inputs,
-            args.model,
-            args.out,
-            args.sort_into,
-            args.threshold,
-            args.batch_size,
-            args.workers,
-            tracking_uri=config.mlflow.tracking_uri if config else "",
-        )
-        return 0
-    from trackvision.export import export_command
-
-    export_command(args.model, args.format, args.out, root, config)
-    return 0
-
-
-def execute(argv: list[str]) -> int:
-    """Run one command in this process; the stage server's children call it too."""
-    try:
-        return run(argv)
-    finally:
-        # Nothing is collected after this, so the interpreter's exit skips a final garbage
-        # collection over every object torch and MLflow made: seconds per stage process, paid
-        # by every stage of every experiment. Exit handlers still run.
-        gc.freeze()
 
 
 def main() -> None:
-    from trackvision.stage_server.client import run_on_server
-
-    argv = sys.argv[1:]
-    stage = build_parser().parse_args(argv).stage  # a bad command line ends here, as in run()
-    code = run_on_server(argv, stage)  # None where no stage server is set or it cannot serve this
-    sys.exit(execute(argv) if code is None else code)
+    sys.exit(run())
 
 
 if __name__ == "__main__":

@@ -14,18 +14,20 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from trackvision.data.balance import STRATEGIES
 from trackvision.data.fetch import Downloader
-from trackvision.data.packed import SPLITS
 from trackvision.data.sources import available_sources, get_source, parse_options
 from trackvision.errors import ConfigError
 
@@ -45,6 +47,11 @@ def _yaml_number(value: Any) -> Any:
             return value
     return value
 
+
+MD5 = r"^[0-9a-f]{32}$"
+STUDY_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+# What each pattern means, for the error line.
+PATTERNS = {MD5: "a 32-digit lowercase md5", STUDY_NAME: "letters, digits, '_', '.', '-'"}
 
 Number = Annotated[float, BeforeValidator(_yaml_number), Field(allow_inf_nan=False)]
 Side = Annotated[int, Field(ge=8, le=4096)]
@@ -97,15 +104,8 @@ class DownloadConfig(_Section):
     retries: Annotated[int, Field(ge=0, le=20)]
     timeout: Annotated[Number, Field(gt=0, le=3600)]
     max_extract_gb: Annotated[Number, Field(gt=0)]
-    checksums: dict[str, str] | None  # file -> md5 replacing the published one (repacked mirrors)
-
-    @field_validator("checksums")
-    @classmethod
-    def _md5s(cls, sums: dict[str, str] | None) -> dict[str, str]:
-        for name, value in (sums or {}).items():
-            if len(value) != 32 or any(c not in "0123456789abcdef" for c in value):
-                raise ValueError(f"{name}: expected a 32-digit lowercase md5, got {value!r}")
-        return dict(sums or {})
+    # file -> md5 replacing the published one (repacked mirrors)
+    checksums: dict[str, Annotated[str, Field(pattern=MD5)]] | None
 
     def downloader(self, root: Path) -> Downloader:
         """The Downloader these settings describe, with the cache resolved against ``root``."""
@@ -117,7 +117,7 @@ class DownloadConfig(_Section):
             retries=self.retries,
             timeout=self.timeout,
             max_extract_bytes=int(self.max_extract_gb * (1 << 30)),
-            checksums=self.checksums or {},
+            checksums=dict(self.checksums or {}),
         )
 
 
@@ -133,17 +133,15 @@ class AugmentSettings(_Section):
 
 
 class SplitRatios(_Section):
-    train: Annotated[Number, Field(ge=0, le=1)]
+    train: Annotated[Number, Field(gt=0, le=1)]
     val: Annotated[Number, Field(ge=0, le=1)]
-    test: Annotated[Number, Field(ge=0, le=1)]
+    test: Annotated[Number, Field(gt=0, le=1)]
 
     @model_validator(mode="after")
     def _sum_to_one(self) -> SplitRatios:
         ratios = self.model_dump()
         if abs(sum(ratios.values()) - 1.0) > 1e-6:
             raise ValueError(f"ratios must sum to 1, got {ratios} (sum {sum(ratios.values()):g})")
-        if self.train <= 0 or self.test <= 0:
-            raise ValueError(f"train and test ratios must be > 0, got {ratios}")
         return self
 
 
@@ -155,7 +153,7 @@ class BalanceConfig(_Section):
     @field_validator("split", mode="after")
     @classmethod
     def _as_dict(cls, split: SplitRatios) -> Any:
-        return {k: getattr(split, k) for k in SPLITS}
+        return split.model_dump()  # the split functions take {split: ratio}
 
 
 class TrainSettings(_Section):
@@ -183,15 +181,14 @@ class TrainSettings(_Section):
     subset: Annotated[Number, Field(gt=0, le=1)]  # share of the training images (learning curves)
 
 
-_TRAIN_KEYS = tuple(TrainSettings.model_fields)
-
-
 class TrainSection(TrainSettings):
+    """``train:``: the shared hyperparameters and the models to train."""
+
     models: list[str] = Field(min_length=1)
 
     @field_validator("models")
     @classmethod
-    def _distinct(cls, models: list[str]) -> list[str]:
+    def _distinct(cls, models: list[str], info: ValidationInfo) -> list[str]:
         if len(set(models)) != len(models):
             raise ValueError(f"duplicate names in {models}")
         for name in models:
@@ -202,13 +199,47 @@ class TrainSection(TrainSettings):
                     f"{name!r}: a model name cannot contain '.' (dvc.yaml depends on "
                     f"models.<name>); use the architecture's name, {name.split('.')[0]!r}"
                 )
+        if _checking_models(info):
+            from trackvision.models.zoo import check_model_name
+
+            for name in models:
+                check_model_name(name, "train.models")
         return models
+
+    def shared(self) -> dict[str, Any]:
+        """The hyperparameters every model starts from (``models.<name>`` overrides them)."""
+        return self.model_dump(exclude={"models"})
+
+
+def _pretrained(value: str) -> str:
+    from trackvision.models.weights import is_weights_path
+
+    if value not in PRETRAINED and not is_weights_path(value):
+        raise ValueError(
+            f"{value!r} is not one of {', '.join(PRETRAINED)} or a .safetensors/.pth file"
+        )
+    return value
+
+
+class ModelEntry(BaseModel):
+    """``models.<name>``: where its weights come from, its input side, and the rest: ``train.*``
+    keys that override the shared ones, then the builder's options (checked by the model zoo)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True)
+
+    pretrained: Annotated[str, AfterValidator(_pretrained)] = "none"
+    image_size: Side | None = None
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The keys beyond ``pretrained`` and ``image_size``."""
+        return dict(self.model_extra or {})
 
 
 class ModelSpec(BaseModel):
     """One entry of ``train.models`` with everything needed to build and train it."""
 
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(frozen=True)
 
     name: str
     train: TrainSettings
@@ -289,7 +320,7 @@ class PrunerConfig(_Section):
 class TuneConfig(_Section):
     """``trackvision tune``: an Optuna study whose trials are DVC experiments of one model."""
 
-    study: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+    study: Annotated[str, Field(min_length=1, pattern=STUDY_NAME)]
     storage: str  # "" = sqlite:///<repo root>/optuna.db
     model: Annotated[str, Field(min_length=1)]
     trials: Annotated[int, Field(ge=1, le=100_000)]  # finished trials, counted over every worker
@@ -298,75 +329,74 @@ class TuneConfig(_Section):
     seed: Annotated[int, Field(ge=0)]
     pruner: PrunerConfig
     space: dict[str, SearchDimension] = Field(min_length=1)
-    # Trials' stage commands fork from one process that imported torch and MLflow once
-    # (trackvision.stage_server): the same results, without each stage's imports.
-    stage_server: bool = True
 
 
-class Params(_Section):
-    """The whole of params.yaml."""
+def _checking_models(info: ValidationInfo) -> bool:
+    return bool(info.context and info.context.get("check_models"))
+
+
+def _entry(value: Any) -> Any:
+    return {} if value is None else value  # `resnet18:` (an empty entry) means no settings
+
+
+class Config(_Section):
+    """The whole of params.yaml, validated; the models' settings resolved on demand."""
 
     data: DataConfig
     download: DownloadConfig
     balance: BalanceConfig
     augment: AugmentSettings
     train: TrainSection
-    models: dict[str, dict[str, Any] | None] | None = None
+    models: dict[str, Annotated[ModelEntry, BeforeValidator(_entry)]]
     evaluate: EvaluateConfig
     doctor: DoctorConfig
     mlflow: MlflowConfig
     tune: TuneConfig | None = None  # read by `trackvision tune` only, never by a stage
+    _raw: dict[str, Any] = PrivateAttr(default_factory=dict)
 
+    @model_validator(mode="after")
+    def _every_model_has_an_entry(self, info: ValidationInfo) -> Config:
+        for name in self.train.models:
+            if name not in self.models:  # DVC refuses a stage whose param is missing
+                raise ConfigError(
+                    f"models.{name}: missing; every model in train.models needs an entry under "
+                    f"models ({name}: {{}} for none): its train and evaluate stages depend on it"
+                )
+        if _checking_models(info):  # resolved once now, so per-model typos fail before any work
+            for name in self.train.models:
+                self.model(name)
+        return self
 
-class Config(BaseModel):
-    """What the stages read: params.yaml validated, with the models resolved on demand."""
+    @property
+    def raw(self) -> dict[str, Any]:
+        """params.yaml as read (what MLflow logs and a search's overrides start from)."""
+        return self._raw
 
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
-
-    data: DataConfig
-    download: DownloadConfig
-    balance: BalanceConfig
-    augment: AugmentSettings
-    train: TrainSettings
-    models: tuple[str, ...]
-    model_options: dict[str, dict[str, Any]]
-    evaluate: EvaluateConfig
-    doctor: DoctorConfig
-    mlflow: MlflowConfig
-    tune: TuneConfig | None = None
-    raw: dict[str, Any] = Field(repr=False)
+    @property
+    def model_names(self) -> tuple[str, ...]:
+        """``train.models``: the models the pipeline trains, in order."""
+        return tuple(self.train.models)
 
     def model(self, name: str) -> ModelSpec:
         """The fully resolved settings of model ``name`` (any timm name gets defaults)."""
         # Imported here: the model registry costs seconds (torch, timm) that data stages skip.
-        from trackvision.models.weights import is_weights_path
         from trackvision.models.zoo import check_arch_options
 
-        opts = dict(self.model_options.get(name) or {})
-        overrides = {k: opts.pop(k) for k in list(opts) if k in _TRAIN_KEYS}
-        merged = {**self.train.model_dump(), "image_size": self.input_side(name), **overrides}
+        entry = self.models.get(name) or ModelEntry()
+        opts = entry.options
+        overrides = {k: opts.pop(k) for k in list(opts) if k in TrainSettings.model_fields}
+        merged = {**self.train.shared(), "image_size": self.input_side(name), **overrides}
         train = _validate(TrainSettings, merged, f"models.{name}")
-        pretrained = str(opts.pop("pretrained", "none"))
-        if pretrained not in PRETRAINED and not is_weights_path(pretrained):
-            raise ConfigError(
-                f"models.{name}.pretrained: {pretrained!r} is not one of {', '.join(PRETRAINED)} "
-                "or a .safetensors/.pth file"
-            )
         check_arch_options(name, opts)
-        return ModelSpec(name=name, train=train, pretrained=pretrained, arch=opts)
+        return ModelSpec(name=name, train=train, pretrained=entry.pretrained, arch=opts)
 
     def input_side(self, name: str) -> int:
         """The side model ``name`` is trained and run at: ``models.<name>.image_size`` if set,
         else the size its pretrained weights were trained at, else ``train.image_size``."""
-        opts = self.model_options.get(name) or {}
-        if "image_size" in opts:
-            side = opts["image_size"]
-            if isinstance(side, bool) or not isinstance(side, int) or not 8 <= side <= 4096:
-                raise ConfigError(
-                    f"models.{name}.image_size: expected an integer in 8..4096, got {side!r}"
-                )
-            return side
-        if str(opts.get("pretrained", "none")) != "none":
+        entry = self.models.get(name) or ModelEntry()
+        if entry.image_size is not None:
+            return entry.image_size
+        if entry.pretrained != "none":
             from trackvision.models.zoo import pretrained_input_size
 
             native = pretrained_input_size(name)
@@ -378,7 +408,7 @@ class Config(BaseModel):
     def decode_size(self) -> int:
         """The side balance decodes images to: ``data.image_size``, or more when a model's input
         is larger (a pretrained model at its own resolution), so no model sees upscaled pixels."""
-        return max(self.data.image_size, *(self.input_side(m) for m in self.models))
+        return max(self.data.image_size, *(self.input_side(m) for m in self.model_names))
 
 
 # --- pydantic's errors as one line naming the full key -------------------------------------
@@ -435,6 +465,8 @@ def _error_line(exc: ValidationError, cls: type[BaseModel], prefix: str) -> str:
     }
     if kind in expected:
         return f"{key}: expected {expected[kind]}, got {value!r}"
+    if kind == "string_pattern_mismatch":
+        return f"{key}: {value!r} is not {PATTERNS.get(ctx['pattern'], ctx['pattern'])}"
     if kind == "value_error":
         message = str(ctx.get("error", first["msg"]))
         if isinstance(ctx.get("error"), ConfigError):
@@ -443,9 +475,11 @@ def _error_line(exc: ValidationError, cls: type[BaseModel], prefix: str) -> str:
     return f"{key}: {first['msg']}, got {value!r}"
 
 
-def _validate(cls: type[BaseModel], raw: Any, prefix: str = "") -> Any:
+def _validate(
+    cls: type[BaseModel], raw: Any, prefix: str = "", context: dict[str, Any] | None = None
+) -> Any:
     try:
-        return cls.model_validate(raw)
+        return cls.model_validate(raw, context=context)
     except ValidationError as exc:
         raise ConfigError(_error_line(exc, cls, prefix)) from None
 
@@ -453,45 +487,13 @@ def _validate(cls: type[BaseModel], raw: Any, prefix: str = "") -> Any:
 def parse_config(raw: Any, check_models: bool = True) -> Config:
     """Validate a params mapping (as loaded from params.yaml) into a Config.
 
-    ``check_models=False`` skips the model entries (names, options), which need torch and timm:
-    the data stages and compare do not build models and start seconds sooner without them.
+    ``check_models=False`` skips the model names and options, which need torch and timm: the
+    data stages and compare do not build models and start seconds sooner without them.
     """
     if not isinstance(raw, dict):
         raise ConfigError(f"params.yaml: expected a mapping, got {type(raw).__name__} {raw!r}")
-    params = _validate(Params, raw)
-    model_options = {k: dict(v or {}) for k, v in (params.models or {}).items()}
-    for name, opts in (params.models or {}).items():
-        if opts is not None and not isinstance(opts, dict):
-            raise ConfigError(f"models.{name}: expected a mapping, got {opts!r}")
-    if check_models:
-        from trackvision.models.zoo import check_model_name
-
-        for name in params.train.models:
-            check_model_name(name, "train.models")
-    for name in params.train.models:
-        if name not in model_options:  # DVC refuses a stage whose param is missing
-            raise ConfigError(
-                f"models.{name}: missing; every model in train.models needs an entry under "
-                f"models ({name}: {{}} for none): its train and evaluate stages depend on it"
-            )
-    train = TrainSettings.model_validate(params.train.model_dump(exclude={"models"}))
-    config = Config(
-        data=params.data,
-        download=params.download,
-        balance=params.balance,
-        augment=params.augment,
-        train=train,
-        models=tuple(params.train.models),
-        model_options=model_options,
-        evaluate=params.evaluate,
-        doctor=params.doctor,
-        mlflow=params.mlflow,
-        tune=params.tune,
-        raw=raw,
-    )
-    if check_models:  # resolve once now, so per-model typos fail before any work
-        for name in config.models:
-            config.model(name)
+    config = _validate(Config, raw, context={"check_models": check_models})
+    config._raw = raw
     return config
 
 

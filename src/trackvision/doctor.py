@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
 from trackvision import atomic
-from trackvision.evaluation.confidence import binomial_cdf, wilson_interval
+from trackvision.evaluation.confidence import wilson_interval
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +245,7 @@ def check_below_chance(y_true: np.ndarray, y_pred: np.ndarray):
         return []
     majority = np.bincount(y_true).max() / n
     correct = int((y_true == y_pred).sum())
-    p = binomial_cdf(correct, n, majority)  # one-sided: P(this few correct | majority rate)
+    p = stats.binom.cdf(correct, n, majority)  # one-sided: P(this few correct | majority rate)
     if p < 0.01:
         return [
             Finding(

@@ -96,7 +96,7 @@ def predict(
         prefetch_factor=2 if workers else None,
         persistent_workers=False,
     )
-    for batch in tqdm(loader, desc="predict", unit="batch", total=len(loader)):
+    for batch in tqdm(loader, desc="predict", unit="batch", total=len(loader), disable=None):
         readable = [(i, image) for i, image, _ in batch if image is not None]
         probs = (
             classifier(torch.from_numpy(np.stack([image for _, image in readable]))).numpy()

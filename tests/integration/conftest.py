@@ -24,7 +24,8 @@ def tiny_pipeline(params: dict) -> dict:
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
     """A git+DVC copy of this repository with tiny params, after one `dvc repro`, committed."""
     dest, env = copy_repo(tmp_path_factory.mktemp("pipeline") / "repo", tiny_pipeline)
-    run(["dvc", "repro"], dest, env)
+    repro = run(["dvc", "repro"], dest, env)
+    (dest.parent / "repro.log").write_text(repro.stdout + repro.stderr)  # stdout/stderr: pipes
     run(["git", "add", "-A"], dest, env)
     run(["git", "commit", "-q", "-m", "dvc repro"], dest, env)
     return dest, env

@@ -50,6 +50,14 @@ def test_real_dataset_through_dvc_repro_from_a_mirror(tmp_path: Path) -> None:
     assert sorted(n for n, _ in srv.requests) == ["Flickr8k_Dataset.zip", "MSRA-TD500.zip"]
 
 
+def test_a_repro_into_a_pipe_logs_lines_not_progress_bar_frames(pipeline) -> None:
+    repo_dir, _ = pipeline
+    log = (repo_dir.parent / "repro.log").read_text()
+    assert "\r" not in log, "a progress bar drew frames into a pipe"
+    epochs = [line for line in log.splitlines() if " train loss " in line and " val loss " in line]
+    assert len(epochs) >= len(MODELS), log[-2000:]  # one line per epoch of each model
+
+
 def test_repro_tracks_one_complete_run_per_model(pipeline) -> None:
     repo_dir, _ = pipeline
     client = _client(repo_dir)

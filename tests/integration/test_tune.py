@@ -22,7 +22,6 @@ from tests.integration.repos import (
     wait_until_group_gone,
     wait_until_nothing_runs_in,
 )
-from trackvision.stage_server.protocol import RAN_ITSELF
 
 pytestmark = pytest.mark.integration
 
@@ -88,9 +87,6 @@ def test_a_killed_search_continues_and_every_trial_is_an_experiment_and_a_run(
     out = second.stdout
     assert "left HEAD detached: put back on main" in second.stderr
     assert run(["git", "symbolic-ref", "HEAD"], repo, env).stdout.strip() == "refs/heads/main"
-    assert "stage server ready" in second.stderr
-    assert RAN_ITSELF not in second.stderr  # every trial's stages were served
-    assert "refused dvc" not in second.stderr  # and its DVC too
 
     study = optuna.load_study(study_name=study_name, storage=storage)
     done = study.get_trials(deepcopy=False, states=DONE)

@@ -12,7 +12,6 @@ from torch import nn
 from trackvision.errors import TrainingError
 from trackvision.evaluation.footprint import machine
 from trackvision.models.zoo import create_model
-from trackvision.training.dropout import _LEVELS, FastDropout, cpu_fast_dropout, fast_dropout
 from trackvision.training.precision import native_bf16, resolve_precision
 
 from .test_loop import SETTINGS, _model, fit_toy
@@ -45,77 +44,9 @@ def test_fp16_needs_cuda() -> None:
         resolve_precision("fp16", CPU)
 
 
-@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
-def test_fast_dropout_keeps_one_minus_p_and_rescales(p: float) -> None:
-    y = fast_dropout(torch.ones(400_000), p)
-    kept = y != 0
-    # 400k Bernoulli draws: the standard error of the rate is < 0.001.
-    assert abs(kept.float().mean().item() - (1 - p)) < 0.005
-    assert torch.allclose(y[kept], torch.full_like(y[kept], 1 / (1 - p)))
-    # Each of the four 16-bit lanes of a 64-bit draw is an unbiased sample on its own.
-    lanes = kept.view(-1, 4).float().mean(0)
-    assert torch.all((lanes - (1 - p)).abs() < 0.01), lanes
-
-
-def test_fast_dropout_is_seeded_by_torch_and_passes_gradients_through_kept_values() -> None:
-    # Never 0, so a kept value is exactly a nonzero one (randn draws an exact 0 in about one
-    # run in a hundred at this size).
-    x = (torch.randn(64, 49, 96).abs() + 0.1).requires_grad_()
-    torch.manual_seed(3)
-    a = fast_dropout(x, 0.2)
-    torch.manual_seed(3)
-    b = fast_dropout(x, 0.2)
-    assert torch.equal(a, b)
-    a.sum().backward()
-    assert torch.equal(x.grad, (a != 0).float() / 0.8)
-    assert fast_dropout(x, 0.0) is x
-    assert not fast_dropout(x, 1.0).any()
-
-
-def test_fast_dropout_matches_keep_then_scale_bit_for_bit() -> None:
-    """One multiply by a scaled mask gives exactly (x * keep) * scale, forward and backward."""
-    x = torch.randn(64, 49, 97, requires_grad=True)
-    grad = torch.randn(64, 49, 97)
-    y = fast_dropout(x, 0.1)
-    y.backward(grad)
-    keep = y != 0
-    assert torch.equal(y, x.detach() * keep * (1 / 0.9))
-    assert torch.equal(x.grad, grad * (1 / 0.9) * keep)
-
-
-@pytest.mark.parametrize("p", [1e-6, 0.1, 0.5, 1 - 2e-5, 1 - 1e-6])
-def test_fast_dropout_keeps_exactly_the_lanes_at_or_above_the_threshold(p: float) -> None:
-    """The int16 sub-clamp-add mask equals the plain comparison, even at the extreme thresholds."""
-    x = torch.ones(64, 49, 97)
-    torch.manual_seed(5)
-    y = fast_dropout(x, p)
-    torch.manual_seed(5)  # the same draw, compared the plain way
-    words = torch.empty((x.numel() + 3) // 4, dtype=torch.int64).random_()
-    lanes = words.view(torch.int16)[: x.numel()].view(x.shape) & (_LEVELS - 1)
-    assert torch.equal(y != 0, lanes.int() >= round(p * _LEVELS))
-
-
-def test_fast_dropout_is_identity_in_eval() -> None:
-    layer = FastDropout(0.5).eval()
-    x = torch.randn(8, 8)
-    assert torch.equal(layer(x), x)
-
-
 def _tiny_vit(depth: int) -> nn.Module:
     arch = {"dim": 16, "depth": depth, "heads": 2, "patch_size": 4, "dropout": 0.2}
     return create_model("vit", num_classes=2, in_chans=1, image_size=16, arch=arch)
-
-
-def test_fit_swaps_dropout_and_gives_the_model_back_unchanged() -> None:
-    model = _tiny_vit(depth=1)
-    before = [type(m) for m in model.modules()]
-    seen: list[type] = []
-    with cpu_fast_dropout(model):
-        seen = [type(m) for m in model.modules()]
-    assert FastDropout in seen and nn.Dropout in before
-    assert [type(m) for m in model.modules()] == before
-    fit_toy(SETTINGS.model_copy(update=dict(epochs=1)), model=model, n=32)
-    assert [type(m) for m in model.modules()] == before  # restored after training too
 
 
 def _output_and_grads(

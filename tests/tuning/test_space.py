@@ -20,7 +20,7 @@ def _with_space(params: dict, space: dict) -> dict:
 def test_the_repository_params_hold_a_valid_search(params: dict) -> None:
     config = parse_config(params)
     check_space(config)
-    assert config.tune.model in config.models
+    assert config.tune.model in config.model_names
     assert config.tune.space["models.cnn.lr"].log
 
 

@@ -49,7 +49,7 @@ def augment_split(split: Split, settings: AugmentSettings) -> Split:
     # Forked so the seed fixes these copies without disturbing anyone else's random state.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
-        for k in tqdm(range(settings.copies * n), desc="augment", unit="img"):
+        for k in tqdm(range(settings.copies * n), desc="augment", unit="img", disable=None):
             img = torch.from_numpy(np.array(split.images[k % n])).permute(2, 0, 1)
             copies[k] = transform(img).permute(1, 2, 0).numpy()
     images = np.concatenate([np.asarray(split.images), copies])

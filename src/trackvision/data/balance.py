@@ -208,7 +208,7 @@ def _decode_and_dedupe(
     conflicted: dict[str, list[int]] = {}  # sha256 -> items that carry it under other classes
     decoded = decode_items(items, channels, size, workers)
     for k, (digest, arr, error) in enumerate(
-        tqdm(decoded, total=len(items), desc="decode", unit="img")
+        tqdm(decoded, total=len(items), desc="decode", unit="img", disable=None)
     ):
         item = items[k]
         if arr is None:

@@ -127,7 +127,14 @@ class Downloader:
             total = have + int(length) if length is not None else None
             with (
                 open(part, "ab" if have else "wb") as out,
-                tqdm(total=total, initial=have, unit="B", unit_scale=True, desc=part.stem) as bar,
+                tqdm(
+                    total=total,
+                    initial=have,
+                    unit="B",
+                    unit_scale=True,
+                    desc=part.stem,
+                    disable=None,
+                ) as bar,
             ):
                 while chunk := response.read(CHUNK):
                     out.write(chunk)

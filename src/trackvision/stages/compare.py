@@ -83,7 +83,7 @@ def compare(config: Config, layout: Layout) -> str:
     """A table of every model's test metrics, best first: ``reports/compare.md`` and ``.json``."""
     import pandas as pd
 
-    raw = [_row(layout, name) for name in config.models]
+    raw = [_row(layout, name) for name in config.model_names]
     table = pd.DataFrame(raw)
     table = table.sort_values("accuracy", ascending=False, kind="stable")
     shown = pd.DataFrame(

@@ -157,7 +157,7 @@ def _write_evaluation(
     atomic.write_json(out / "test.json", headline(metrics))
     atomic.write_json(out / "evaluation.json", metrics)
     atomic.write_json(out / "confusion.json", confusion_records(y_true, y_pred, classes))
-    atomic.write_text(out / "report.txt", text_report(metrics))
+    atomic.write_text(out / "report.txt", text_report(y_true, y_pred, classes, metrics))
     with atomic.atomic_path(out / "confusion.png") as tmp:
         title = f"{name}\ntest accuracy {metrics['accuracy']:.3f} (n={metrics['n']})"
         confusion_png(metrics["confusion_matrix"], classes, tmp, title)

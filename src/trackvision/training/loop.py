@@ -29,7 +29,6 @@ from trackvision.models.preprocessing import Preprocessing
 from trackvision.tracking import NullTracker, Tracker
 from trackvision.training.checkpoint import ResumeFile
 from trackvision.training.distributed import World, check_supported
-from trackvision.training.dropout import cpu_fast_dropout
 from trackvision.training.finetune import backbone_frozen, set_phase
 from trackvision.training.precision import attention_for
 from trackvision.training.state import TrainingState
@@ -151,7 +150,7 @@ def fit(
 
     start = time.perf_counter()
     pruned_at = None
-    with cpu_fast_dropout(model), attention_for(model, device, state.amp_dtype):
+    with attention_for(model, device, state.amp_dtype):
         for epoch in range(state.next_epoch, state.last_epoch(settings.epochs) + 1):
             t0 = time.perf_counter()
             totals = train_epoch(net, model, batches, state, settings, preprocess, epoch, world)
@@ -230,7 +229,7 @@ def train_epoch(
         desc=f"epoch {epoch}/{settings.epochs}",
         unit="batch",
         leave=False,
-        disable=not world.is_main,
+        disable=None if world.is_main else True,  # None: a bar on a terminal only
     )
     for step in bar:
         batch = order[step * batches.batch_size : (step + 1) * batches.batch_size]

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trackvision.errors import TrackvisionError
-from trackvision.stage_server.protocol import RAN_ITSELF
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -46,9 +45,6 @@ def run_experiment(
     if code != 0:
         tail = output.strip().splitlines()[-12:]
         raise TrialError(f"trial {name}: `{' '.join(cmd)}` exited {code}:\n" + "\n".join(tail))
-    unserved = [line for line in output.splitlines() if RAN_ITSELF in line]
-    if unserved:  # the trial's results stand; it only paid each stage's imports
-        log.warning("trial %s: %s", name, unserved[0].strip())
 
 
 def dvc(
@@ -58,13 +54,7 @@ def dvc(
     on_line: Callable[[str], None] = lambda _line: None,
 ) -> tuple[int, str]:
     """``dvc <argv>`` in ``root``: its exit status and output (stdout and stderr together),
-    each line also handed to ``on_line``. Forked from the stage server where ``env`` names one
-    (DVC's imports are then paid once per search, not once per trial), else its own process."""
-    from trackvision.stage_server.client import run_served
-
-    served = run_served("dvc", argv, root, env, on_line)
-    if served is not None:
-        return served
+    each line also handed to ``on_line``."""
     proc = subprocess.Popen(
         ["dvc", *argv],
         cwd=root,

@@ -8,6 +8,9 @@
   DVC's next run would detach from the detached HEAD and keep it so. ``tune``, the command users
   kill and start again, puts back what is DVC's own (HEAD, ``repro.dat``) and names what may be
   the user's (``params.yaml``).
+- git's ``index.lock``: git and libgit2 create it while they write the index and rename it when
+  done; a DVC killed in between leaves it, and every later ``dvc exp run`` stops with "the index
+  is locked". It is removed only when no process has it open (a live writer always does).
 - The trial's copy (``.dvc/tmp/exps/standalone/tmp*``: the repository with its data checked out)
   stays when its run is killed, so a search killed a few times would fill the disk with copies of
   the dataset. A copy that no process works in, and whose run DVC has not written about for a
@@ -26,6 +29,11 @@ from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+# What this module knows of DVC's internals (the reflog message, the stash preparation, the
+# executor records) was read off this version; tests/tuning/test_leftovers.py fails when the
+# installed DVC differs, so that an upgrade is checked against each assumption below.
+WRITTEN_AGAINST_DVC = "3.67.1"
 
 # scmrepo detaches HEAD with this reflog message, naming the commit in full (git's own
 # `checkout` names it as typed); `git checkout` to the branch writes a newer entry. Not an API:
@@ -74,6 +82,30 @@ def working_dirs() -> list[Path]:
     import psutil
 
     return [Path(p.info["cwd"]) for p in psutil.process_iter(["cwd"]) if p.info.get("cwd")]
+
+
+def open_paths() -> set[Path]:
+    """Every file some process this user can see has open."""
+    import psutil
+
+    paths: set[Path] = set()
+    for proc in psutil.process_iter():
+        try:
+            paths.update(Path(f.path) for f in proc.open_files())
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+    return paths
+
+
+def remove_stale_index_lock(root: Path) -> bool:
+    """Delete ``.git/index.lock`` when no process holds it open: a killed writer's."""
+    git_dir = _git(root, "rev-parse", "--absolute-git-dir").stdout.strip()
+    lock = Path(git_dir or root / ".git") / "index.lock"
+    if not lock.exists() or lock.resolve() in {p.resolve() for p in open_paths()}:
+        return False
+    lock.unlink(missing_ok=True)
+    log.warning("a killed git or DVC process left %s: removed it", lock)
+    return True
 
 
 def _tree_bytes(root: Path) -> int:
@@ -132,6 +164,7 @@ def clean_up_after_killed_trials(root: Path) -> None:
         )
         try:
             with repo.lock:
+                remove_stale_index_lock(root)
                 reattached = _reattach_head(root)
                 unstaged = _unstage_packed_args(root, packed)
         except LockError:  # held: a DVC command is running here now, not dead

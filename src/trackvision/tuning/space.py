@@ -49,7 +49,7 @@ def check_space(config: Config) -> None:
                 raise ConfigError(
                     f"tune.space.{key}: {value!r} does not make valid params: {exc}"
                 ) from None
-    if tune.model not in config.models:
+    if tune.model not in config.model_names:
         raise ConfigError(
-            f"tune.model: {tune.model!r} is not in train.models ({', '.join(config.models)})"
+            f"tune.model: {tune.model!r} is not in train.models ({', '.join(config.model_names)})"
         )

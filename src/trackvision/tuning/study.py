@@ -13,8 +13,6 @@ import logging
 import os
 import random
 import warnings
-from contextlib import AbstractContextManager as ContextManager
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -146,22 +144,12 @@ def run_study(config: Config, root: Path, jobs: int) -> Any:
         clean_up_after_killed_trials(root)
         threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
         env = search_env(threads)
-        with _served(tune, env) as served:
-            study.optimize(
-                Objective(config, root, {**env, **served}),
-                n_jobs=jobs,
-                callbacks=[MaxTrialsCallback(tune.trials, states=done)],
-            )
+        study.optimize(
+            Objective(config, root, env),
+            n_jobs=jobs,
+            callbacks=[MaxTrialsCallback(tune.trials, states=done)],
+        )
     return study
-
-
-def _served(tune: TuneConfig, env: dict[str, str]) -> ContextManager[dict[str, str]]:
-    """A stage server for the trials' stage commands (``tune.stage_server``), or none."""
-    if not tune.stage_server:
-        return nullcontext({})
-    from trackvision.stage_server.launch import stage_server
-
-    return stage_server(env)
 
 
 def summary_lines(study: Any, tune: TuneConfig) -> list[str]:

@@ -32,7 +32,7 @@ def fetch_digits(out_dir: Path, options: DigitsOptions, context: FetchContext) -
     # The originals hold 0..16; stretch to the full 8-bit range before upscaling.
     pixels = np.clip(np.rint(bunch.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)
     for i, (image, label) in enumerate(
-        tqdm(zip(pixels, bunch.target, strict=True), total=len(pixels), desc="digits")
+        tqdm(zip(pixels, bunch.target, strict=True), total=len(pixels), desc="digits", disable=None)
     ):
         cls_dir = out_dir / str(int(label))
         cls_dir.mkdir(parents=True, exist_ok=True)

@@ -99,7 +99,9 @@ def fetch_fashion_mnist(
                     f"largest label {labels.max(initial=0)}"
                 )
             seen = dict.fromkeys(range(len(CLASSES)), 0)
-            for i in tqdm(range(len(images)), desc=f"fashion_mnist {split}", unit="img"):
+            for i in tqdm(
+                range(len(images)), desc=f"fashion_mnist {split}", unit="img", disable=None
+            ):
                 label = int(labels[i])
                 if options.per_class and seen[label] >= options.per_class:
                     continue

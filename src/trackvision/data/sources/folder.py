@@ -61,7 +61,7 @@ def fetch_folder(out_dir: Path, options: FolderOptions, context: FetchContext) -
         raise DataError(f"data.folder.path: {exc}") from None
     rows, counts, ignored = [], dict.fromkeys(classes, 0), []
     files = [(name, p) for name in classes for p in sorted((base / name).rglob("*")) if p.is_file()]
-    for name, path in tqdm(files, desc="folder: list and hash", unit="file"):
+    for name, path in tqdm(files, desc="folder: list and hash", unit="file", disable=None):
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             ignored.append(str(path))
             continue

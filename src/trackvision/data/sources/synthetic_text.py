@@ -324,7 +324,7 @@ def fetch_synthetic_text(
     labels = ["text"] * counts["text"] + ["no_text"] * counts["no_text"]
     jobs = sorted(((options, i, label) for i, label in enumerate(labels)), key=lambda j: j[2])
     workers = context.workers or len(os.sched_getaffinity(0))
-    bar = tqdm(total=len(jobs), desc="synthetic_text", unit="img")
+    bar = tqdm(total=len(jobs), desc="synthetic_text", unit="img", disable=None)
     with PackWriter(out_dir, CLASSES) as pack, contextlib.ExitStack() as stack:
         if workers == 1 or len(jobs) < 256:  # a pool costs more than it saves on a few images
             encoded = map(_encode_image, jobs)

@@ -73,7 +73,7 @@ def fetch_tiny_imagenet(
     counts: dict[str, dict[str, int]] = {"train": {}, "test": {}}
     classes = [names[w] for w in wnids]
     with PackWriter(out_dir, sorted(classes)) as pack:
-        for wnid in tqdm(wnids, desc="tiny_imagenet train", unit="class"):
+        for wnid in tqdm(wnids, desc="tiny_imagenet train", unit="class", disable=None):
             files = sorted((root / "train" / wnid / "images").glob("*.JPEG"))
             files = files[: options.per_class] if options.per_class else files
             for path in files:
@@ -83,7 +83,9 @@ def fetch_tiny_imagenet(
             counts["train"][names[wnid]] = len(files)
         counts["test"] = dict.fromkeys(classes, 0)
         annotations = (root / "val" / "val_annotations.txt").read_text(encoding="utf-8")
-        for line in tqdm(annotations.splitlines(), desc="tiny_imagenet val", unit="img"):
+        for line in tqdm(
+            annotations.splitlines(), desc="tiny_imagenet val", unit="img", disable=None
+        ):
             parts = line.split("\t")
             if len(parts) >= 2 and parts[1] in names and parts[1] in wnids:
                 name = names[parts[1]]
