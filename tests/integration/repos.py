@@ -129,8 +129,8 @@ def wait_until_group_gone(group: int, timeout: float = 60) -> None:
 
 
 def wait_until_nothing_runs_in(root: Path, timeout: float = 60) -> None:
-    """Return once no process has its working directory in ``root`` (a killed search's DVC,
-    forked by its stage server, is in a process group of its own and dies a moment later)."""
+    """Return once no process has its working directory in ``root``: a killed search's DVC and
+    stage commands, whatever process group they are in."""
     from trackvision.tuning.leftovers import working_dirs
 
     root = root.resolve()

@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from tests.integration.repos import (
     run,
     wait_until_group_gone,
 )
-from trackvision.tuning.leftovers import QUIET_S, clean_up_after_killed_trials
+from trackvision.tuning.leftovers import QUIET_S, WRITTEN_AGAINST_DVC, clean_up_after_killed_trials
 
 
 @pytest.fixture
@@ -141,3 +142,50 @@ def test_the_copy_a_killed_trial_left_is_removed_and_a_live_ones_kept(
         clean_up_after_killed_trials(root)
     assert not copy.exists()
     assert "removed 1 copies of the repository that killed trials left" in caplog.text
+
+
+# A writer as git and libgit2 are one: the lock created exclusively and held open while the index
+# is written; SIGKILLed before it renames the lock into place.
+_INDEX_WRITER = """
+import os, sys, time
+fd = os.open(sys.argv[1], os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_killed_writers_index_lock_is_removed_and_a_live_ones_kept(
+    repo: tuple[Path, dict[str, str]], caplog: pytest.LogCaptureFixture
+) -> None:
+    root, env = repo
+    lock = root / ".git" / "index.lock"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _INDEX_WRITER, str(lock)], stdout=subprocess.PIPE, text=True
+    )
+    assert writer.stdout is not None and writer.stdout.readline() == "locked\n"
+    clean_up_after_killed_trials(root)
+    assert lock.exists()  # a live writer holds it
+
+    writer.kill()
+    writer.wait()
+    failed = subprocess.run(
+        ["dvc", "exp", "run", "-S", "lr=0.2"], cwd=root, env=env, capture_output=True, text=True
+    )
+    assert failed.returncode != 0  # what a user meets without the clean-up
+    with caplog.at_level(logging.WARNING):
+        clean_up_after_killed_trials(root)
+    assert not lock.exists()
+    assert "left" in caplog.text and "index.lock" in caplog.text
+    run(["dvc", "exp", "run", "-S", "lr=0.2"], root, env)  # the next experiment runs
+
+
+def test_dvc_is_the_version_the_recovery_was_written_against() -> None:
+    """leftovers.py relies on how this DVC prepares and records an experiment (its reflog
+    message, ``repro.dat``, the executor records). After an upgrade, rerun this file's tests
+    against the new DVC, check each assumption in leftovers.py, then update the version."""
+    import dvc
+
+    assert dvc.__version__ == WRITTEN_AGAINST_DVC, (
+        f"DVC {dvc.__version__} is installed; trackvision/tuning/leftovers.py was written against "
+        f"{WRITTEN_AGAINST_DVC}: check it against the new version, then update WRITTEN_AGAINST_DVC"
+    )
