@@ -115,27 +115,30 @@ def main() -> None:
         "--timeout", type=float, default=3600, help="seconds a queue may run before it is stopped"
     )
     parser.add_argument("--poll", type=float, default=10, help="seconds between status checks")
+    parser.add_argument("--experiments", type=int, default=4, help="experiments per queue")
+    parser.add_argument("--repo", type=Path, default=REPO, help="the repository to clone")
     args = parser.parse_args()
+    n = args.experiments
+    if n < 1:
+        parser.error(f"--experiments: expected 1 or more, got {n}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "repo"
-        sh(["git", "clone", "-q", str(REPO), str(repo)], Path(tmp))
+        sh(["git", "clone", "-q", str(args.repo.resolve()), str(repo)], Path(tmp))
         sh(["dvc", "pull"], repo, hint="The bench pulls its data: run `dvc push` first.")
         # Create the MLflow store before two workers race on its schema migration.
         from mlflow.tracking import MlflowClient
 
         MlflowClient(f"sqlite:///{repo / 'mlflow.db'}").search_experiments()
-        one = run_queue(
-            repo, ["0.002", "0.003", "0.004", "0.005"], args.models, 1, args.timeout, args.poll
-        )
-        log.info("4 experiments, 1 worker: %.0f s", one)
-        two = run_queue(
-            repo, ["0.006", "0.007", "0.008", "0.009"], args.models, 2, args.timeout, args.poll
-        )
-        log.info("4 experiments, 2 workers: %.0f s", two)
+        # Learning rates that differ in every experiment of both queues.
+        lrs = [f"{0.002 + 0.0001 * k:.4f}" for k in range(2 * n)]
+        one = run_queue(repo, lrs[:n], args.models, 1, args.timeout, args.poll)
+        log.info("%d experiments, 1 worker: %.0f s", n, one)
+        two = run_queue(repo, lrs[n:], args.models, 2, args.timeout, args.poll)
+        log.info("%d experiments, 2 workers: %.0f s", n, two)
     result = {
-        "experiments": 4,
+        "experiments": n,
         "models": args.models,
         "one_worker_s": round(one, 1),
         "two_workers_s": round(two, 1),

@@ -63,9 +63,9 @@ def _patterns(n: int, classes: int, side: int, seed: int) -> tuple[np.ndarray, n
     return images, labels
 
 
-def fashion_mnist_files() -> dict[str, bytes]:
+def fashion_mnist_files(scale: float = 1.0) -> dict[str, bytes]:
     files = {}
-    for prefix, n, seed in (("train", 60_000, 0), ("t10k", 10_000, 1)):
+    for prefix, n, seed in (("train", int(60_000 * scale), 0), ("t10k", int(10_000 * scale), 1)):
         images, labels = _patterns(n, 10, 28, seed)
         files[f"{prefix}-images-idx3-ubyte.gz"] = fake.idx_images(images)
         files[f"{prefix}-labels-idx1-ubyte.gz"] = fake.idx_labels(labels)
@@ -223,6 +223,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "reports" / "bench_scale.json")
     parser.add_argument("--no-mlflow", action="store_true")
     parser.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="share of the full sizes (photos, images, Tiny-ImageNet classes); 1 = full size",
+    )
+    parser.add_argument(
         "--tracking-uri", default="", help="store for the benchmark's run (default: the project's)"
     )
     args = parser.parse_args()
@@ -233,23 +239,25 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="trackvision-scale-") as tmp:
         work = Path(tmp)
         if "gallery" in args.datasets:
-            results["gallery"] = gallery(work)
+            results["gallery"] = gallery(work, n=max(2, int(500 * args.scale)))
             log.info("gallery: %s", results["gallery"])
         if "fashion_mnist" in args.datasets:
             p = base_params()
             p["data"].update(source="fashion_mnist", image_size=28)
             p["train"].update(epochs=3, image_size=28)
             results["fashion_mnist"] = run_dataset(
-                "fashion_mnist", fashion_mnist_files(), p, work, 70_000
+                "fashion_mnist", fashion_mnist_files(args.scale), p, work, int(70_000 * args.scale)
             )
         if "tiny_imagenet" in args.datasets:
             zpath = work / "tiny-imagenet-200.zip"
-            tiny_imagenet_zip(zpath)
+            classes = max(2, int(200 * args.scale))
+            tiny_imagenet_zip(zpath, classes=classes)
             p = base_params()
             p["data"].update(source="tiny_imagenet", image_size=64)
             p["train"].update(epochs=2)
             files = {zpath.name: zpath.read_bytes()}
-            results["tiny_imagenet"] = run_dataset("tiny_imagenet", files, p, work, 110_000)
+            p["data"]["tiny_imagenet"]["classes"] = []  # every class in the archive
+            results["tiny_imagenet"] = run_dataset("tiny_imagenet", files, p, work, classes * 550)
     write_json(args.out, results)
     print(json.dumps(results, indent=2))
     if not args.no_mlflow:

@@ -5,7 +5,7 @@ For each case (model, input size, channels) it measures, on this machine:
   tensors, with the precision and memory format the model's entry in params.yaml chooses
   (``precision: auto`` resolved for this CPU), against a naive loop written the plain way:
   torchvision ``ImageFolder`` decoding JPEGs with PIL every step, ``ToTensor`` + ``Normalize``,
-  NCHW fp32, default threads, the C library's default allocator (in a fresh process);
+  NCHW fp32, default threads (in a fresh process);
   each case alternates passes of each (``--passes`` at 28 px, ``--passes-large`` at 128 and
   224 px) and compares medians;
 - inference latency per image (batch 1, median) and throughput (batch 64) on the CPU.
@@ -32,7 +32,6 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-from trackvision.allocator import tune_allocator
 from trackvision.atomic import write_json
 from trackvision.config import load_config
 from trackvision.data.packed import Split
@@ -82,11 +81,9 @@ def _model(name: str, size: int, channels: int, arch: dict) -> torch.nn.Module:
 def naive_train(name, size, channels, arch, folder: Path, batch: int, steps: int) -> float:
     """The plain way: ImageFolder + PIL decode every step, NCHW fp32, default threads.
 
-    Runs in a fresh process with the environment it would have outside this project: the
-    project's allocator settings (huge pages, a heap that keeps freed blocks) are process-wide
-    and part of the project's path, not the baseline's.
+    Runs in a fresh process, so that no state of the project's path carries over.
     """
-    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    env = dict(os.environ)
     spec = json.dumps([name, size, channels, arch, str(folder), batch, steps])
     done = subprocess.run(
         [sys.executable, __file__, "--naive-child", spec],
@@ -133,7 +130,7 @@ def project_train(name, size, channels, spec_train, arch, split: Split, batch: i
     )
     val = Split(split.images[:batch], split.labels[:batch])
     result = fit(model, split, val, settings, pre, torch.device("cpu"))
-    return result.history[-1]["images_per_s"]  # epoch 2: warm
+    return result.images_per_s[-1]  # epoch 2: warm
 
 
 def inference(name, size, channels, arch) -> dict[str, float]:
@@ -149,6 +146,12 @@ def inference(name, size, channels, arch) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer images (a smoke run)")
+    parser.add_argument(
+        "--cases",
+        nargs="+",
+        metavar="MODEL:SIZE",
+        help="only these cases, e.g. cnn:28 (default: every case)",
+    )
     parser.add_argument("--out", type=Path, default=Path("reports/bench.json"))
     parser.add_argument("--no-mlflow", action="store_true")
     parser.add_argument(
@@ -175,12 +178,17 @@ def main() -> None:
         name, size, channels, arch, folder, batch, steps = json.loads(args.naive_child)
         print(_naive_train_here(name, size, channels, arch, Path(folder), batch, steps))
         return
-    allocator = tune_allocator()  # as `trackvision train` does, before the first tensor
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("trackvision").setLevel(logging.WARNING)
     config = load_config(Path("params.yaml"))
     results = []
-    for name, size, channels in CASES:
+    cases = [c for c in CASES if not args.cases or f"{c[0]}:{c[1]}" in args.cases]
+    if not cases:
+        parser.error(
+            f"--cases: none of {args.cases} is a case; choose from "
+            + ", ".join(f"{n}:{s}" for n, s, _ in CASES)
+        )
+    for name, size, channels in cases:
         spec = config.model(name)
         batch, large = 64, size >= 128
         n = (2 if args.quick else 4) * batch if large else (4 if args.quick else 16) * batch
@@ -231,7 +239,6 @@ def main() -> None:
         )
     report = {
         "machine": machine(),
-        "allocator": allocator,  # the project path's; the naive loop runs with the defaults
         "cases": results,
     }
     write_json(args.out, report)
@@ -243,9 +250,7 @@ def main() -> None:
         mlflow.set_tracking_uri(resolve_tracking_uri(config.mlflow.tracking_uri))
         mlflow.set_experiment("benchmarks")
         with mlflow.start_run(run_name="training and inference speed"):
-            mlflow.log_params(
-                {**report["machine"], **{f"allocator.{k}": v for k, v in allocator.items()}}
-            )
+            mlflow.log_params(report["machine"])
             for r in results:
                 key = f"{r['model']}_{r['size']}"
                 mlflow.log_metrics(

@@ -4,8 +4,7 @@ Two shapes of experiment, both run as real ``dvc exp run --temp`` in this reposi
 stages must be up to date: ``dvc pull`` or ``dvc repro`` first):
 
 - ``--models cnn`` (the default): one search trial as ``trackvision tune`` runs it,
-  ``-S models.cnn.lr=... evaluate@cnn``, through a stage server where ``tune.stage_server`` is
-  on (started before the clock, as a search starts it once for all its trials);
+  ``-S models.cnn.lr=... evaluate@cnn``, DVC as its own process;
 - ``--models all``: the default experiment, ``-S train.lr=...``, every model and ``compare``.
 
 DVC's and the stages' output is read as it comes; the wall time is split into DVC's set-up, each
@@ -26,15 +25,11 @@ import re
 import subprocess
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 from trackvision.atomic import write_json
 from trackvision.config import Config, load_config
 from trackvision.evaluation.footprint import machine
-from trackvision.stage_server.client import run_served
-from trackvision.stage_server.launch import stage_server
-from trackvision.stage_server.protocol import ENV_VAR, RAN_ITSELF
 from trackvision.tracking.mlflow_adapter import prepare_store
 from trackvision.tuning.experiment import dvc, experiment_ref, set_args
 
@@ -45,22 +40,16 @@ STAGE_LINE = re.compile(r"Running stage '([^']+)'")
 Lines = list[tuple[float, str]]
 
 
-def timed_lines(cmd: list[str], env: dict[str, str]) -> Lines:
-    """Run the DVC command ``cmd`` as tune does (forked from the stage server when ``env``
-    names one) and return each output line with the seconds since the start."""
+def timed_lines(cmd: list[str], repo: Path, env: dict[str, str]) -> Lines:
+    """Run the DVC command ``cmd`` in ``repo`` as tune does and return each output line with
+    the seconds since the start."""
     start = time.perf_counter()
     lines: Lines = []
 
     def stamp(line: str) -> None:
         lines.append((time.perf_counter() - start, line.rstrip()))
 
-    if ENV_VAR in env:
-        result = run_served("dvc", cmd[1:], REPO, env, stamp)
-        if result is None:
-            raise SystemExit("the stage server would not run dvc (see the warning above)")
-        code = result[0]
-    else:
-        code, _ = dvc(cmd[1:], REPO, env, stamp)
+    code, _ = dvc(cmd[1:], repo, env, stamp)
     lines.append((time.perf_counter() - start, f"<exit {code}>"))
     if code != 0:
         tail = "\n".join(text for _, text in lines[-30:])
@@ -106,48 +95,36 @@ def main() -> None:
     parser.add_argument(
         "--lr-scale", type=float, default=0.999, help="the experiment's lr = the current lr x this"
     )
-    parser.add_argument(
-        "--stage-server",
-        action=argparse.BooleanOptionalAction,
-        help="run the stages through a stage server, as tune does (default: tune.stage_server)",
-    )
+    parser.add_argument("--repo", type=Path, default=REPO, help="a repository with its data")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    config = load_config(REPO / "params.yaml")
-    if args.stage_server is None:
-        args.stage_server = bool(config.tune and config.tune.stage_server)
+    repo = args.repo.resolve()
+    config = load_config(repo / "params.yaml")
     name = f"bench-exp-{int(time.time())}"
     if args.models == "all":
-        models = list(config.models)
+        models = list(config.model_names)
         overrides, targets = {"train.lr": config.train.lr * args.lr_scale}, []
-        out = args.out or REPO / "reports" / "bench_experiment.json"
+        out = args.out or repo / "reports" / "bench_experiment.json"
     else:
         models = [args.models]
         lr = config.model(args.models).train.lr
         overrides = {f"models.{args.models}.lr": lr * args.lr_scale}
         targets = [f"evaluate@{args.models}"]
-        out = args.out or REPO / "reports" / "bench_trial.json"
+        out = args.out or repo / "reports" / "bench_trial.json"
     cmd = ["dvc", "exp", "run", "--temp", "-n", name, *set_args(overrides), *targets]
     log.info("$ %s", " ".join(cmd))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    os.chdir(repo)  # the tracking store resolves against the repository
     prepare_store(config)  # as tune does before its first trial
-    started = time.perf_counter()
-    with stage_server(env) if args.stage_server else nullcontext({}) as served:
-        server_start_s = time.perf_counter() - started
-        if args.stage_server and not served:
-            raise SystemExit("the stage server did not start (see the warning above)")
-        lines = timed_lines(cmd, {**env, **served})
-    fell_back = [text for _, text in lines if RAN_ITSELF in text]
-    if args.stage_server and fell_back:
-        raise SystemExit(f"a stage ran without the stage server: {fell_back[0]}")
+    lines = timed_lines(cmd, repo, env)
     wall = lines[-1][0]
     spans = stage_spans(lines)
-    ref = experiment_ref(REPO, name)
+    ref = experiment_ref(repo, name)
     per_model = {}
     for model in models:
-        record = json.loads(_git_show(ref, f"runs/{model}/train.json"))
+        record = json.loads(_git_show(repo, ref, f"runs/{model}/train.json"))
         n_train = _n_train(config, record["mlflow_run_id"])
         per_model[model] = {
             "training_images_per_epoch": n_train,
@@ -163,21 +140,18 @@ def main() -> None:
     result = {
         "machine": machine(),
         "command": " ".join(cmd),
-        "stage_server": args.stage_server,
-        # Paid once per search, before its first trial: not part of the trial's wall time.
-        "stage_server_start_s": round(server_start_s, 2) if args.stage_server else None,
         "wall_s": round(wall, 2),
         "training_epochs_s": round(epochs_s, 2),
         "ratio_wall_to_epochs": round(wall / epochs_s, 3),
         "ratio_wall_to_epochs_with_validation": round(wall / with_validation, 3),
         "dvc_setup_and_upstream_checks_s": round(min(s for s, _ in spans.values()), 2),
         # DVC pushes every object reachable from HEAD into the trial's copy: set-up grows with it.
-        "git_objects": _git_objects(),
+        "git_objects": _git_objects(repo),
         "models": per_model,
         "other_stages_s": {k: round(_length(v), 2) for k, v in spans.items() if k not in modelled},
         "dvc_commit_of_the_experiment_s": round(wall - ran, 2),
     }
-    subprocess.run(["dvc", "exp", "remove", name], cwd=REPO, capture_output=True, check=False)
+    subprocess.run(["dvc", "exp", "remove", name], cwd=repo, capture_output=True, check=False)
     write_json(out, result)
     print(json.dumps(result, indent=2))  # the benchmark's report
 
@@ -186,17 +160,17 @@ def _length(span: tuple[float, float]) -> float:
     return span[1] - span[0]
 
 
-def _git_objects() -> int:
+def _git_objects(repo: Path) -> int:
     counts = subprocess.run(
-        ["git", "count-objects", "-v"], cwd=REPO, capture_output=True, text=True, check=True
+        ["git", "count-objects", "-v"], cwd=repo, capture_output=True, text=True, check=True
     ).stdout
     fields = dict(line.split(": ", 1) for line in counts.splitlines())
     return int(fields["count"]) + int(fields["in-pack"])
 
 
-def _git_show(ref: str, path: str) -> str:
+def _git_show(repo: Path, ref: str, path: str) -> str:
     return subprocess.run(
-        ["git", "show", f"{ref}:{path}"], cwd=REPO, capture_output=True, text=True, check=True
+        ["git", "show", f"{ref}:{path}"], cwd=repo, capture_output=True, text=True, check=True
     ).stdout
 
 

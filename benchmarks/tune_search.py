@@ -34,23 +34,25 @@ log = logging.getLogger("bench")
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_search(params: dict[str, Any], jobs: int, folder: Path) -> tuple[dict[str, Any], float]:
+def run_search(
+    repo: Path, params: dict[str, Any], jobs: int, folder: Path
+) -> tuple[dict[str, Any], float]:
     """`trackvision tune` over a params file with this tune section; (study summary, seconds)."""
     path = folder / f"{params['tune']['study']}.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     start = time.perf_counter()
     subprocess.run(
-        ["trackvision", "--params", str(path), "tune", "--jobs", str(jobs)], cwd=REPO, check=True
+        ["trackvision", "--params", str(path), "tune", "--jobs", str(jobs)], cwd=repo, check=True
     )
-    return study_summary(params), time.perf_counter() - start
+    return study_summary(repo, params), time.perf_counter() - start
 
 
-def study_summary(params: dict[str, Any]) -> dict[str, Any]:
+def study_summary(repo: Path, params: dict[str, Any]) -> dict[str, Any]:
     import optuna
     from optuna.trial import TrialState
 
     tune = params["tune"]
-    storage = tune["storage"] or storage_url(load_config(REPO / "params.yaml").tune, REPO)
+    storage = tune["storage"] or storage_url(load_config(repo / "params.yaml").tune, repo)
     study = optuna.load_study(study_name=tune["study"], storage=storage)
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
     epochs_each = params["train"]["epochs"]
@@ -77,21 +79,23 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--out", type=Path, default=REPO / "reports" / "bench_tune.json")
+    parser.add_argument("--repo", type=Path, default=REPO, help="a repository with its data")
     args = parser.parse_args()
+    repo = args.repo.resolve()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    base = yaml.safe_load((REPO / "params.yaml").read_text())
+    base = yaml.safe_load((repo / "params.yaml").read_text())
     model = base["tune"]["model"]
-    default = json.loads((REPO / "models" / model / "train.json").read_text())
+    default = json.loads((repo / "models" / model / "train.json").read_text())
     stamp = time.strftime("%Y%m%d-%H%M%S")
     searches = []
     with tempfile.TemporaryDirectory() as folder:
         for sampler, pruner in (("tpe", base["tune"]["pruner"]["kind"]), ("random", "none")):
-            params = yaml.safe_load((REPO / "params.yaml").read_text())
+            params = yaml.safe_load((repo / "params.yaml").read_text())
             params["tune"].update(study=f"bench-{sampler}-{stamp}", sampler=sampler)
             params["tune"]["trials"] = args.trials
             params["tune"]["pruner"]["kind"] = pruner
-            summary, seconds = run_search(params, args.jobs, Path(folder))
+            summary, seconds = run_search(repo, params, args.jobs, Path(folder))
             summary["wall_s"] = round(seconds, 1)
             searches.append(summary)
     result = {
@@ -102,7 +106,7 @@ def main() -> None:
         "searches": searches,
     }
     names = [n for s in searches for n in s.pop("experiments") if n]
-    subprocess.run(["dvc", "exp", "remove", *names], cwd=REPO, capture_output=True, check=False)
+    subprocess.run(["dvc", "exp", "remove", *names], cwd=repo, capture_output=True, check=False)
     write_json(args.out, result)
     print(json.dumps(result, indent=2))  # the benchmark's report
 
