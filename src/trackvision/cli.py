@@ -289,7 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def configure_process(command: str, verbose: bool) -> None:
     """Everything process-wide, in one place: environment, then logging."""
-    for key, value in {**PROCESS_ENVIRONMENT, **STAGE_ENVIRONMENT.get(command, {})}.items():
+    settings = {**PROCESS_ENVIRONMENT, **STAGE_ENVIRONMENT.get(command, {})}
+    if not sys.stderr.isatty():  # a log file or a pipe: lines, not progress-bar frames
+        settings["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    for key, value in settings.items():
         os.environ.setdefault(key, value)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
