@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import socket
 import time
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -124,31 +126,48 @@ def test_a_search_creates_the_store_and_its_experiment_before_the_trials(
     )
 
 
-def _packaged(seed: int):
-    from trackvision.models.packaged import PackagedClassifier
+def _checkpoint(folder: Path, seed: int) -> Path:
+    """A tiny cnn's checkpoint (safetensors + JSON), as the train stage writes one."""
     from trackvision.models.preprocessing import Preprocessing
+    from trackvision.models.zoo import create_model
+    from trackvision.training.checkpoint import ModelCard, save_checkpoint
 
     torch.manual_seed(seed)
-    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 2))
-    pre = Preprocessing((0.5,) * 3, (0.25,) * 3, (3, 8, 8), "bilinear", "test")
-    return PackagedClassifier(net, pre, ["no_text", "text"], channels=3, decode_size=12).eval()
+    arch = {"width": 4, "dense": 8}
+    net = create_model("cnn", num_classes=2, in_chans=3, image_size=16, arch=arch).eval()
+    pre = Preprocessing((0.5,) * 3, (0.25,) * 3, (3, 16, 16), "bilinear", "test")
+    card = ModelCard("cnn", "cnn", arch, ["no_text", "text"], 3, 16, "none", decode_size=20)
+    save_checkpoint(folder / str(seed), net.state_dict(), card, pre)
+    return folder / str(seed)
+
+
+def _images(n: int) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (n, 30, 24, 3), dtype=np.uint8)
+
+
+def _photos(n: int) -> list[bytes]:
+    from trackvision.data.images import encode_png
+
+    return [encode_png(image) for image in _images(n)]
 
 
 def test_each_evaluated_run_becomes_a_version_and_champion_follows_the_best(
     tmp_path, monkeypatch
 ) -> None:
     import mlflow
-    import numpy as np
+    import pandas as pd
 
+    from trackvision.models.packaged import from_checkpoint
+    from trackvision.serving import classify
     from trackvision.tracking.mlflow_adapter import MlflowTracker
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    images = np.random.default_rng(0).integers(0, 256, (4, 3, 12, 12), dtype=np.uint8)
-    models = {}
+    photos = _photos(4)
+    checkpoints = {}
     for seed, accuracy in ((0, "0.80"), (1, "0.90"), (2, "0.85"), (3, "0.90")):
         tracker = MlflowTracker(tracking_uri=uri, experiment="synthetic_text", run_name=str(seed))
-        models[seed] = _packaged(seed)
-        tracker.log_model(models[seed], images[:2])
+        checkpoints[seed] = _checkpoint(tmp_path / "checkpoints", seed)
+        tracker.log_model(checkpoints[seed], _images(2))
         tags = {"test_accuracy": accuracy, "model_name": f"m{seed}"}
         tracker.register_model("synthetic_text-classifier", tags, rank_by="test_accuracy")
         tracker.close()
@@ -163,50 +182,25 @@ def test_each_evaluated_run_becomes_a_version_and_champion_follows_the_best(
     # Best accuracy 0.90, first reached by version 2; the later tie does not move it.
     assert int(champion.version) == 2 and champion.tags["model_name"] == "m1"
 
-    # Logged as torch.export's pt2: MLflow checks the archive holds no pickle before it loads.
+    # Logged as code with safetensors beside it: nothing to unpickle.
     monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded with an unpickling loader")
+
+    monkeypatch.setattr(torch, "load", refuse)
+    monkeypatch.setattr("pickle.load", refuse)
+    monkeypatch.setattr("pickle.loads", refuse)
     loaded = mlflow.pyfunc.load_model("models:/synthetic_text-classifier@champion")
-    probs = np.asarray(loaded.predict(images))
-    assert probs.shape == (4, 2)
-    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
-    with torch.no_grad():
-        expected = models[1](torch.from_numpy(images)).numpy()
-    np.testing.assert_allclose(probs, expected, rtol=1e-5, atol=1e-6)
-
-
-def test_a_model_torch_export_cannot_trace_is_logged_as_a_pickle_with_a_warning(
-    tmp_path, monkeypatch, caplog
-) -> None:
-    import mlflow
-    import numpy as np
-
-    from trackvision.tracking.mlflow_adapter import MlflowTracker
-
-    def untraceable(*args, **kwargs):
-        raise RuntimeError("data-dependent control flow")
-
-    monkeypatch.setattr(torch.export, "export", untraceable)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    images = np.random.default_rng(0).integers(0, 256, (2, 3, 12, 12), dtype=np.uint8)
-    tracker = MlflowTracker(tracking_uri=uri, experiment="synthetic_text", run_name="pickled")
-    tracker.log_model(_packaged(0), images)
-    tracker.close()
-    assert "torch.export could not trace PackagedClassifier" in caplog.text
-    assert "data-dependent control flow" in caplog.text
-    client = mlflow.tracking.MlflowClient(uri)
-    exp_id = client.get_experiment_by_name("synthetic_text").experiment_id
-    logged = client.search_logged_models([exp_id], f"source_run_id = '{tracker.run_id}'")
-    newest = max(logged, key=lambda m: m.creation_timestamp)
-    loaded = mlflow.pyfunc.load_model(f"models:/{newest.model_id}")
-    with torch.no_grad():
-        expected = _packaged(0)(torch.from_numpy(images)).numpy()
-    np.testing.assert_allclose(np.asarray(loaded.predict(images)), expected, rtol=1e-5, atol=1e-6)
-    # Without the checkpoint files beside it, the project's own loader refuses (no unpickling).
-    from trackvision.errors import DataError
-    from trackvision.models.packaged import load_packaged
-
-    with pytest.raises(DataError, match=r"holds no model\.safetensors"):
-        load_packaged(f"models:/{newest.model_id}", uri)
+    out = loaded.predict(pd.DataFrame({"image": photos}))
+    expected = classify(from_checkpoint(checkpoints[1]), photos)
+    assert list(out["label"]) == list(expected["label"])
+    np.testing.assert_allclose(out["probability"], expected["probability"], rtol=1e-5)
+    assert set(out["probabilities"][0]) == {"no_text", "text"}
+    # The signature and example say how to call it.
+    info = mlflow.models.get_model_info("models:/synthetic_text-classifier@champion")
+    assert info.signature.inputs.input_names() == ["image"]
+    assert "label" in info.signature.outputs.input_names()
 
 
 def test_registered_model_name_may_only_use_source(params) -> None:

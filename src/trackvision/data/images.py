@@ -98,3 +98,10 @@ def load_image(
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageDecodeError(path, _reason(exc, data, Path(path))) from exc
     return arr[..., None] if arr.ndim == 2 else arr
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """An H x W x C uint8 array (C = 1 or 3) as PNG bytes: lossless, so it decodes back exactly."""
+    buf = io.BytesIO()
+    Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(buf, format="PNG")
+    return buf.getvalue()

@@ -62,10 +62,11 @@ def load_packaged(ref: str, tracking_uri: str = "") -> PackagedClassifier:
         raise DataError(
             f"--model {ref}: no such folder; give models/<name>/ or models:/<name>@champion"
         )
-    return _from_checkpoint(model_dir)
+    return from_checkpoint(model_dir)
 
 
-def _from_checkpoint(directory: Path) -> PackagedClassifier:
+def from_checkpoint(directory: Path) -> PackagedClassifier:
+    """The classifier saved in ``directory`` (safetensors + JSON), in eval mode."""
     from trackvision.training.checkpoint import load_checkpoint
 
     network, card, preprocess = load_checkpoint(directory)
@@ -85,11 +86,12 @@ def _load_logged(ref: str, tracking_uri: str) -> PackagedClassifier:
             local = Path(mlflow.artifacts.download_artifacts(artifact_uri=ref, dst_path=tmp))
         except Exception as exc:  # MLflow raises its own exception types for missing models
             raise DataError(f"--model {ref}: not loadable from the tracking store: {exc}") from None
-        files = local / "extra_files"
+        # The pyfunc's artifacts; models logged by earlier versions kept them as extra files.
+        files = next((d for d in (local / "artifacts", local / "extra_files") if d.is_dir()), local)
         if not (files / "model.safetensors").is_file():
             raise DataError(
                 f"--model {ref}: holds no model.safetensors (models logged before trackvision "
                 "kept its checkpoint files in MLflow are pickles, which this command does not "
                 "load); retrain it, or give the local folder models/<name>/"
             )
-        return _from_checkpoint(files)
+        return from_checkpoint(files)

@@ -178,7 +178,6 @@ def _record_restored(
     test: Split,
 ) -> None:
     """A new run for a model this store never saw train: what it is, and the model itself."""
-    from trackvision.models.packaged import PackagedClassifier
 
     tracker.log_params(
         {
@@ -189,10 +188,7 @@ def _record_restored(
         }
     )
     if config.mlflow.log_model:
-        packaged = PackagedClassifier(
-            model.cpu(), preprocess, card.classes, card.in_chans, card.decode_size
-        )
-        tracker.log_model(packaged, to_nchw(test.images[:2]).numpy(), model_dir)
+        tracker.log_model(model_dir, np.asarray(test.images[:2]))
 
 
 def _record(

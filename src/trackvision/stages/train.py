@@ -18,7 +18,6 @@ from trackvision.data.splits import stratified_subset
 from trackvision.errors import DataError
 from trackvision.layout import Layout
 from trackvision.models.inference import pick_device, to_nchw
-from trackvision.models.packaged import PackagedClassifier
 from trackvision.models.preprocessing import Preprocessing, resolve_preprocessing
 from trackvision.models.zoo import create_model, model_family
 from trackvision.tracking import (
@@ -301,7 +300,4 @@ def _record(
         run.set_tags({"tune.pruned": "true", "tune.pruned_at_epoch": str(result.pruned_at)})
     run.log_artifact(model_dir / "preprocessing.json")
     if config.mlflow.log_model:
-        packaged = PackagedClassifier(
-            model.cpu(), preprocess, card.classes, card.in_chans, card.decode_size
-        )
-        run.log_model(packaged, to_nchw(val_split.images[:2]).numpy(), model_dir)
+        run.log_model(model_dir, np.asarray(val_split.images[:2]))

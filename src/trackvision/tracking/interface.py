@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from torch import nn
 
 
 class Tracker(Protocol):
@@ -26,9 +25,8 @@ class Tracker(Protocol):
     def set_tags(self, tags: Mapping[str, str]) -> None: ...
     def log_dataset(self, name: str, digest: str, source: Mapping[str, str]) -> None: ...
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None: ...
-    def log_model(
-        self, model: nn.Module, input_example: np.ndarray, checkpoint_dir: Path | None = None
-    ) -> None: ...
+    # The checkpoint in ``checkpoint_dir`` as the run's model; a few N x H x W x C uint8 images.
+    def log_model(self, checkpoint_dir: Path, example_images: np.ndarray) -> None: ...
     def register_model(self, name: str, tags: Mapping[str, str], rank_by: str) -> None: ...
     def close(self, status: str = "FINISHED") -> None: ...
 
@@ -60,9 +58,7 @@ class NullTracker:
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         pass
 
-    def log_model(
-        self, model: nn.Module, input_example: np.ndarray, checkpoint_dir: Path | None = None
-    ) -> None:
+    def log_model(self, checkpoint_dir: Path, example_images: np.ndarray) -> None:
         pass
 
     def register_model(self, name: str, tags: Mapping[str, str], rank_by: str) -> None:

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from torch import nn
 
 from trackvision.errors import TrackingError
 from trackvision.tracking.champion import pick_champion
@@ -117,58 +116,38 @@ class MlflowTracker:
         self._activate()
         self._mlflow.log_artifact(str(path), artifact_path=artifact_path)
 
-    def log_model(
-        self, model: nn.Module, input_example: np.ndarray, checkpoint_dir: Path | None = None
-    ) -> None:
-        """The model as MLflow's PyTorch flavour, in torch.export's ``pt2`` format, which
-        MLflow loads without unpickling; ``checkpoint_dir``'s safetensors + JSON files ride
-        along (``extra_files``) so the project reloads the model as it was trained."""
+    def log_model(self, checkpoint_dir: Path, example_images: np.ndarray) -> None:
+        """The model as an MLflow pyfunc logged as code (``trackvision/serving/mlflow_model.py``)
+        with the checkpoint's safetensors and JSON files as its artifacts: encoded photos in,
+        labels out; loading it never unpickles. ``example_images`` (N x H x W x C uint8), as PNG
+        files, are the input example the UI shows and the signature is inferred from."""
         self._activate()
-        import mlflow.pytorch
+        import mlflow.pyfunc
+        import pandas as pd
         import torch
-        from mlflow.exceptions import MlflowException
         from mlflow.models import infer_signature
 
+        import trackvision.serving as serving
+        from trackvision.data.images import encode_png
+        from trackvision.models.packaged import from_checkpoint
         from trackvision.training.checkpoint import CHECKPOINT_FILES
 
-        model = model.eval()
-        with torch.no_grad():
-            output = model(torch.from_numpy(input_example)).numpy()
-        logged = {
-            "name": "model",
-            "signature": infer_signature(input_example, output),
-            "input_example": input_example,
+        example = pd.DataFrame({serving.COLUMN: [encode_png(image) for image in example_images]})
+        output = serving.classify(from_checkpoint(checkpoint_dir), example[serving.COLUMN])
+        mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(Path(serving.__file__).with_name("mlflow_model.py")),
+            artifacts={name: str(checkpoint_dir / name) for name in CHECKPOINT_FILES},
+            signature=infer_signature(example, output),
+            input_example=example,
             # Given explicitly: inferring them would load the model in a subprocess (slow).
-            "pip_requirements": [
+            pip_requirements=[
                 f"torch=={torch.__version__.split('+')[0]}",
                 "timm",
+                "pillow",
                 "trackvision",
             ],
-            "extra_files": (
-                [str(checkpoint_dir / name) for name in CHECKPOINT_FILES]
-                if checkpoint_dir is not None
-                else None
-            ),
-        }
-        try:
-            # validate_serving_input: MLflow would reload the saved graph to serve the example,
-            # seconds a run for a larger model; the tests load logged models with pyfunc.
-            # Only here: with "pickle" MLflow hands extra keywords to torch.save.
-            mlflow.pytorch.log_model(
-                model, serialization_format="pt2", validate_serving_input=False, **logged
-            )
-        except (MlflowException, OSError, ConnectionError):
-            raise  # the store's trouble: the retrying wrapper deals with it
-        except Exception as exc:  # torch.export could not trace this architecture
-            log.warning(
-                "torch.export could not trace %s (%s: %s); logged it as a pickle instead, "
-                "which mlflow.pytorch.load_model unpickles (trackvision predict/export load its "
-                "safetensors files and do not)",
-                type(model).__name__,
-                type(exc).__name__,
-                str(exc).splitlines()[0] if str(exc) else "",
-            )
-            mlflow.pytorch.log_model(model, serialization_format="pickle", **logged)
+        )
 
     def register_model(self, name: str, tags: Mapping[str, str], rank_by: str) -> None:
         """This run's logged model becomes a new version of ``name``; ``champion`` moves to the

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch import nn
 
 from trackvision.errors import TrackingError
 from trackvision.tracking.interface import Tracker
@@ -114,10 +113,8 @@ class RetryingTracker:
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         self._call("log_artifact", path, artifact_path)
 
-    def log_model(
-        self, model: nn.Module, input_example: np.ndarray, checkpoint_dir: Path | None = None
-    ) -> None:
-        self._call("log_model", model, input_example, checkpoint_dir)
+    def log_model(self, checkpoint_dir: Path, example_images: np.ndarray) -> None:
+        self._call("log_model", checkpoint_dir, example_images)
 
     def register_model(self, name: str, tags: Mapping[str, str], rank_by: str) -> None:
         self._call("register_model", name, dict(tags), rank_by)
