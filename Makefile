@@ -7,9 +7,12 @@ VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed
 
-# Stage commands (`trackvision ...`) and dvc/mlflow come from the venv; DVC never phones home.
+# Stage commands (`trackvision ...`) and dvc/mlflow come from the venv; neither DVC nor MLflow
+# phones home (MLFLOW_DISABLE_TELEMETRY=false in the environment turns MLflow's back on).
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
+MLFLOW_DISABLE_TELEMETRY ?= true
+export MLFLOW_DISABLE_TELEMETRY
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: setup system repro test test-fast ui bench lint format clean help

@@ -23,6 +23,8 @@ STAGES = ("download", "plan", "balance", "augment", "train", "evaluate", "compar
 
 # Set for every command before any library reads them. A user's own value wins.
 PROCESS_ENVIRONMENT = {
+    # MLflow's usage telemetry (on by default since 3.2): a user's photos and habits stay here.
+    "MLFLOW_DISABLE_TELEMETRY": "true",
     # MLflow's own HTTP retries back off for minutes; ours (tracking/retry.py) keep training going.
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
@@ -113,6 +115,50 @@ def ui_command(args: argparse.Namespace) -> int:
     uri = resolve_tracking_uri(config.mlflow.tracking_uri)
     command = ui_server_command(uri, repo_root(), args.host, args.port)
     log.info("MLflow UI on http://%s:%d  (%s)", args.host, args.port, " ".join(command))
+    sys.stdout.flush()
+    os.execv(command[0], command)  # the server replaces this process: Ctrl-C stops it
+    return 0  # not reached
+
+
+def serve_server_command(model_uri: str, host: str, port: int) -> list[str]:
+    """MLflow's own model server over ``model_uri``, in this environment (no new virtualenv)."""
+    return [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "models",
+        "serve",
+        "--model-uri",
+        model_uri,
+        "--env-manager",
+        "local",
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    from trackvision.tracking import resolve_tracking_uri
+
+    config = load(args)
+    uri = args.model
+    if uri is None:
+        if not config.mlflow.registered_model:
+            raise ConfigError(
+                "mlflow.registered_model is empty: nothing is registered; pass --model <URI>"
+            )
+        uri = f"models:/{config.mlflow.registered_model.format(source=config.data.source)}@champion"
+    # The server reads the store from the environment, as every mlflow command does.
+    os.environ["MLFLOW_TRACKING_URI"] = resolve_tracking_uri(config.mlflow.tracking_uri)
+    command = serve_server_command(uri, args.host, args.port)
+    log.info(
+        "serving %s on http://%s:%d/invocations (JSON: a column 'image' of base64 photos)",
+        uri,
+        args.host,
+        args.port,
+    )
     sys.stdout.flush()
     os.execv(command[0], command)  # the server replaces this process: Ctrl-C stops it
     return 0  # not reached
@@ -232,6 +278,18 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument(
         "--host", default="127.0.0.1", help="interface; 0.0.0.0 exposes the store to the network"
     )
+    serve = _add(
+        sub,
+        "serve",
+        serve_command,
+        help="serve a logged model with MLflow's model server: photos in, labels out",
+    )
+    serve.add_argument(
+        "--model",
+        help="an MLflow model URI (default: models:/<mlflow.registered_model>@champion)",
+    )
+    serve.add_argument("--port", type=int, default=5055, help="port (default 5055)")
+    serve.add_argument("--host", default="127.0.0.1", help="interface; 0.0.0.0 serves the network")
     pred = _add(
         sub,
         "predict",
