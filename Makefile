@@ -70,6 +70,7 @@ bench: setup
 	$(BIN)/python benchmarks/text_recognition_build.py
 	$(BIN)/python benchmarks/training.py
 	$(BIN)/python benchmarks/predict.py --if-trained
+	$(BIN)/python benchmarks/serving.py --if-registered
 	$(BIN)/python benchmarks/near_duplicates.py
 	$(BIN)/python benchmarks/scale.py
 	@echo "benchmarks/experiment_queue.py (about 16 min here) needs the outputs pushed: dvc push first"

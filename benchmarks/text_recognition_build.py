@@ -29,6 +29,8 @@ from trackvision.stages.balance import balance
 from trackvision.stages.download import download
 from trackvision.stages.plan import plan
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 def photo(rng: np.random.Generator, width: int = 500, height: int = 375) -> bytes:
     """A noisy photo-sized JPEG (~120 KB, like Flickr8k's) made quickly from a coarse pattern."""
@@ -69,7 +71,7 @@ def main() -> None:
     from trackvision.evaluation.footprint import machine
 
     logging.basicConfig(level=logging.WARNING)
-    params = yaml.safe_load(Path("params.yaml").read_text())
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         flickr_bytes = build_archives(root / "cache", args.flickr)

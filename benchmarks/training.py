@@ -42,6 +42,7 @@ from trackvision.models.zoo import create_model, model_family
 from trackvision.training.loop import fit
 from trackvision.training.precision import resolve_precision
 
+REPO = Path(__file__).resolve().parents[1]
 log = logging.getLogger("bench")
 
 # (model, side in px, channels): the cases; 28-px greyscale is Fashion-MNIST's shape.
@@ -180,7 +181,7 @@ def main() -> None:
         return
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("trackvision").setLevel(logging.WARNING)
-    config = load_config(Path("params.yaml"))
+    config = load_config(REPO / "params.yaml")
     results = []
     cases = [c for c in CASES if not args.cases or f"{c[0]}:{c[1]}" in args.cases]
     if not cases:

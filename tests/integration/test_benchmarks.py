@@ -70,6 +70,13 @@ def test_the_predict_benchmark_runs(trained, tmp_path: Path) -> None:
     assert _bench("predict.py", args, tmp_path / "out.json", repo, env)
 
 
+def test_the_serving_benchmark_runs(trained, tmp_path: Path) -> None:
+    repo, env = trained
+    args = ["--repo", str(repo), "--photos", "4", "--side", "200"]
+    report = _bench("serving.py", args, tmp_path / "out.json", repo, env)
+    assert report["http_batch_32_photos_per_s"] > 0
+
+
 def test_the_trial_cost_benchmark_runs(trained, tmp_path: Path) -> None:
     repo, env = trained
     report = _bench("trial_cost.py", ["--repo", str(repo)], tmp_path / "out.json", repo, env)
