@@ -107,6 +107,21 @@ def ui_server_command(tracking_uri: str, root: Path, host: str, port: int) -> li
     ]
 
 
+def experiment_links(tracking_uri: str, base_url: str) -> list[str]:
+    """For each experiment in the store, the UI link that opens its training runs.
+
+    MLflow 3.17's UI opens an experiment in its GenAI view unless the sidebar's switch says
+    "Model training", whatever the experiment's kind (mlflow/mlflow#24498): the link says it.
+    """
+    from mlflow.tracking import MlflowClient
+
+    experiments = MlflowClient(tracking_uri).search_experiments(order_by=["name"])
+    return [
+        f"{e.name}: {base_url}/#/experiments/{e.experiment_id}/runs?workflowType=machine_learning"
+        for e in experiments
+    ]
+
+
 def ui_command(args: argparse.Namespace) -> int:
     from trackvision.layout import repo_root
     from trackvision.tracking import resolve_tracking_uri
@@ -114,7 +129,10 @@ def ui_command(args: argparse.Namespace) -> int:
     config = load(args)
     uri = resolve_tracking_uri(config.mlflow.tracking_uri)
     command = ui_server_command(uri, repo_root(), args.host, args.port)
-    log.info("MLflow UI on http://%s:%d  (%s)", args.host, args.port, " ".join(command))
+    base = f"http://{args.host}:{args.port}"
+    log.info("MLflow UI on %s  (%s)", base, " ".join(command))
+    for line in experiment_links(uri, base):
+        log.info("training runs of %s", line)
     sys.stdout.flush()
     os.execv(command[0], command)  # the server replaces this process: Ctrl-C stops it
     return 0  # not reached
