@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -140,3 +141,10 @@ def wait_until_nothing_runs_in(root: Path, timeout: float = 60) -> None:
     ):
         time.sleep(0.1)
     assert not left, f"processes still run in {sorted(map(str, left))} {timeout} s on"
+
+
+def bench(script: str, args: list[str], out: Path, cwd: Path, env: dict[str, str]) -> dict:
+    """Run ``benchmarks/<script>`` with ``args``; its results file (``--out``) as read back."""
+    cmd = [sys.executable, str(REPO / "benchmarks" / script), *args, "--out", str(out)]
+    run(cmd, cwd, env, timeout=1200)
+    return json.loads(out.read_text())

@@ -122,13 +122,13 @@ def test_a_change_to_one_models_settings_leaves_the_other_models_cached(pipeline
     assert _run(["dvc", "status"], repo_dir, env).stdout.strip().endswith("up to date.")
 
 
-def test_champion_is_the_best_registered_version_and_predicts_raw_images(
-    pipeline, monkeypatch
-) -> None:
+def test_champion_is_the_best_registered_version_and_labels_photos(pipeline, monkeypatch) -> None:
     import mlflow
     import numpy as np
+    import pandas as pd
 
-    from trackvision.data.packed import read_split
+    from trackvision.data.images import encode_png
+    from trackvision.data.packed import read_classes, read_split
     from trackvision.tracking import use_tracking_uri
 
     repo_dir, _ = pipeline
@@ -143,10 +143,11 @@ def test_champion_is_the_best_registered_version_and_predicts_raw_images(
     # Not MLFLOW_TRACKING_URI: a URI set in this process by an earlier test would win over it
     # and `@champion` would resolve in that test's store.
     use_tracking_uri(f"sqlite:///{repo_dir / 'mlflow.db'}")
-    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")  # pt2: none needed
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")  # code + safetensors
     model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
     test = read_split(repo_dir / "data" / "balanced", "test")
-    images = np.ascontiguousarray(np.asarray(test.images).transpose(0, 3, 1, 2))
-    probs = np.asarray(model.predict(images))
-    accuracy = float((probs.argmax(1) == np.asarray(test.labels)).mean())
+    photos = pd.DataFrame({"image": [encode_png(image) for image in np.asarray(test.images)]})
+    labels = model.predict(photos)["label"]
+    classes = read_classes(repo_dir / "data" / "balanced")
+    accuracy = float((labels.map(classes.index) == np.asarray(test.labels)).mean())
     assert accuracy == pytest.approx(float(champion.tags["test_accuracy"]), abs=1e-6)
