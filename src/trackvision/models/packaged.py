@@ -1,7 +1,7 @@
 """A trained network with its preprocessing and class names: raw images in, probabilities out.
 
-This is what MLflow stores as "the model" (a torch.export graph, with the checkpoint's safetensors
-and JSON files beside it: what ``models:/<name>@champion`` loads), what
+This is what the model MLflow stores runs (``trackvision.serving``: the checkpoint's safetensors
+and JSON files as a pyfunc's artifacts, what ``models:/<name>@champion`` loads), what
 ``trackvision predict`` runs and what ``trackvision export`` writes, so a consumer never has to
 know the mean/std/size the network was trained with.
 """
