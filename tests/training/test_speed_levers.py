@@ -39,6 +39,19 @@ def test_emulated_bf16_warns(monkeypatch, caplog) -> None:
     assert "emulated" in caplog.text and "precision auto" in caplog.text
 
 
+def test_native_bf16_agrees_with_the_cpus_flags() -> None:
+    """The private oneDNN query native_bf16 relies on still exists and still answers for this
+    CPU: bf16 dot products in hardware (AVX512-BF16 or AMX) exactly when the kernel lists them."""
+    from pathlib import Path
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        pytest.skip("no /proc/cpuinfo to compare with")
+    flags = set(cpuinfo.read_text().split())
+    assert hasattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported"), "torch dropped the query"
+    assert native_bf16(CPU) == bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
 def test_fp16_needs_cuda() -> None:
     with pytest.raises(TrainingError, match="fp16 needs a CUDA device, not cpu"):
         resolve_precision("fp16", CPU)

@@ -24,6 +24,9 @@ def native_bf16(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported(including_emulation=False)
     if device.type == "cpu":
+        # torch (2.14.1, which this was written against) has no public call for this; oneDNN's
+        # own answer is the one its kernels use. tests/training/test_speed_levers.py checks it
+        # against the CPU's flags, so a torch that drops or changes it fails there loudly.
         try:
             return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
         except (AttributeError, RuntimeError):  # a build without oneDNN
