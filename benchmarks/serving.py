@@ -39,12 +39,19 @@ log = logging.getLogger("bench")
 
 
 def make_photos(folder: Path, n: int, side: int) -> list[Path]:
+    """Synthetic photos (half with text) scaled to ``side`` px, with a camera's grain."""
+    from PIL import Image
+
     from trackvision.data.sources.synthetic_text import generate_image
 
+    rng = np.random.default_rng(0)
     paths = []
     for i in range(n):
+        small = generate_image(7, i, min(side, 160), bool(i % 2))
+        big = np.asarray(small.resize((side, side), Image.Resampling.BICUBIC), dtype=np.float32)
+        grain = rng.normal(0, 6, big.shape)
         path = folder / f"IMG_{i:04d}.jpg"
-        generate_image(7, i, side, bool(i % 2)).save(path, quality=90)
+        Image.fromarray(np.clip(big + grain, 0, 255).astype(np.uint8)).save(path, quality=90)
         paths.append(path)
     return paths
 
