@@ -15,12 +15,9 @@ from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
 import json
 import logging
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,7 +30,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the loopback helpers live in tests/
 
-from tests.loopback import free_port, wait_for_port  # noqa: E402
+from tests.loopback import free_port, program_on_port  # noqa: E402
 
 log = logging.getLogger("bench")
 
@@ -164,23 +161,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="trackvision-serving-") as tmp:
         paths = make_photos(Path(tmp), args.photos, args.side)
         images = [p.read_bytes() for p in paths]
-        port, server_log = free_port(), Path(tmp) / "serve.log"
-        with open(server_log, "w") as out:
-            server = subprocess.Popen(
-                ["trackvision", "serve", "--model", model, "--port", str(port)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        try:
-            wait_for_port(port, server, server_log, timeout=180)
+        port = free_port()
+        cmd = ["trackvision", "serve", "--model", model, "--port", str(port)]
+        with program_on_port(cmd, port, Path(tmp) / "serve.log"):
             url = f"http://127.0.0.1:{port}/invocations"
             http_1 = through_server(url, images, 1)
             http_32 = through_server(url, images, 32)
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=30)
         local = in_process(model, paths)
         parts = per_photo_parts(model, images)
     result = {

@@ -3,6 +3,9 @@ and helpers to start real servers (moto, mlflow, postgres) on free ports."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
 import subprocess
 import threading
@@ -111,3 +114,27 @@ def wait_for_port(port: int, proc: subprocess.Popen, log: Path, timeout: float =
                 tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
                 raise RuntimeError(f"{proc.args[:3]} {state} before port {port}:\n{tail}") from None
             time.sleep(0.2)
+
+
+@contextmanager
+def program_on_port(
+    cmd: list[str],
+    port: int,
+    log: Path,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 180,
+) -> Iterator[subprocess.Popen]:
+    """Run the server ``cmd`` (its own process group, output to ``log``) until the block ends;
+    the block starts once it listens on 127.0.0.1:``port``."""
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        wait_for_port(port, proc, log, timeout)
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import csv
 import json
-import os
-import signal
-import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -18,7 +14,7 @@ import pytest
 from PIL import Image
 
 from tests.integration.repos import run
-from tests.loopback import free_port, wait_for_port
+from tests.loopback import free_port, program_on_port
 from trackvision.data.sources.synthetic_text import generate_image
 
 pytestmark = pytest.mark.integration
@@ -31,23 +27,9 @@ def server(pipeline, tmp_path) -> Iterator[str]:
     """`trackvision serve` (MLflow's `mlflow models serve --env-manager local`) on 127.0.0.1."""
     repo, env = pipeline
     port = free_port()
-    log = tmp_path / "serve.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            ["trackvision", "serve", "--port", str(port)],
-            cwd=repo,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        wait_for_port(port, proc, log, timeout=180)
+    cmd = ["trackvision", "serve", "--port", str(port)]
+    with program_on_port(cmd, port, tmp_path / "serve.log", cwd=repo, env=env):
         yield f"http://127.0.0.1:{port}/invocations"
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
 
 
 def _photos(folder: Path) -> list[Path]:

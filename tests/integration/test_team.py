@@ -6,11 +6,9 @@ over it on 127.0.0.1; the project only gets MLFLOW_TRACKING_URI, as a team membe
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -21,7 +19,7 @@ import pytest
 
 from tests.conftest import tiny_params
 from tests.integration.repos import copy_repo, run
-from tests.loopback import free_port, wait_for_port
+from tests.loopback import free_port, program_on_port
 
 pytestmark = pytest.mark.integration
 
@@ -94,35 +92,24 @@ def postgres() -> Iterator[str]:
 def team_server(postgres, tmp_path) -> Iterator[str]:
     """`mlflow server` over the PostgreSQL store, artifacts proxied to a folder; yields its URL."""
     port, log = free_port(), tmp_path / "mlflow-server.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mlflow",
-                "server",
-                "--backend-store-uri",
-                postgres,
-                "--artifacts-destination",
-                str(tmp_path / "artifacts"),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                "1",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        wait_for_port(port, proc, log, timeout=180)
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        postgres,
+        "--artifacts-destination",
+        str(tmp_path / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    with program_on_port(cmd, port, log):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
 
 
 @pytest.mark.skipif(PG_BIN is None, reason="no PostgreSQL server (make test installs it with apt)")

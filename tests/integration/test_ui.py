@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import shutil
-import signal
-import subprocess
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.repos import client
-from tests.loopback import free_port, wait_for_port
+from tests.loopback import free_port, program_on_port
 
 pytestmark = pytest.mark.integration
 
@@ -40,24 +36,10 @@ UI_TIMEOUT_MS = 60_000
 def ui(pipeline, tmp_path) -> Iterator[tuple[str, Path]]:
     """`trackvision ui` (what `make ui` runs) over the pipeline's store; its base URL and log."""
     repo, env = pipeline
-    port = free_port()
-    log = tmp_path / "ui.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            ["trackvision", "ui", "--port", str(port)],
-            cwd=repo,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        wait_for_port(port, proc, log)
+    port, log = free_port(), tmp_path / "ui.log"
+    cmd = ["trackvision", "ui", "--port", str(port)]
+    with program_on_port(cmd, port, log, cwd=repo, env=env, timeout=90):
         yield f"http://127.0.0.1:{port}", log
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
 
 
 def test_the_ui_lists_each_experiments_training_runs_and_collects_no_telemetry(ui) -> None:

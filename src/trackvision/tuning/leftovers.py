@@ -101,7 +101,8 @@ def remove_stale_index_lock(root: Path) -> bool:
     """Delete ``.git/index.lock`` when no process holds it open: a killed writer's."""
     git_dir = _git(root, "rev-parse", "--absolute-git-dir").stdout.strip()
     lock = Path(git_dir or root / ".git") / "index.lock"
-    if not lock.exists() or lock.resolve() in {p.resolve() for p in open_paths()}:
+    # The kernel reports open files by their resolved path.
+    if not lock.exists() or lock.resolve() in open_paths():
         return False
     lock.unlink(missing_ok=True)
     log.warning("a killed git or DVC process left %s: removed it", lock)
