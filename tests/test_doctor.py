@@ -14,6 +14,7 @@ from PIL import Image
 from tests.conftest import tiny_params
 from trackvision import doctor
 from trackvision.config import parse_config
+from trackvision.data.similarity import Rule
 from trackvision.data.sources.synthetic_text import generate_image
 from trackvision.errors import DataError
 from trackvision.evaluation.confidence import bootstrap_f1_interval, weighted_f1
@@ -50,7 +51,7 @@ def test_a_resized_re_encoded_copy_across_splits_is_a_near_duplicate() -> None:
     clean = doctor.check_near_duplicates(
         {"train": train, "test": np.stack(test_images)},
         {"train": [f"t{i}" for i in range(30)], "test": [f"s{i}" for i in range(10)]},
-        0.9,
+        Rule(correlation=0.9),
     )
     assert clean == []
     # Image 7 again, 1.5x larger and saved as a low-quality JPEG: a different file, same photo.
@@ -61,7 +62,7 @@ def test_a_resized_re_encoded_copy_across_splits_is_a_near_duplicate() -> None:
     (finding,) = doctor.check_near_duplicates(
         {"train": train, "test": np.stack(test_images)},
         {"train": [f"t{i}" for i in range(30)], "test": [f"s{i}" for i in range(10)]},
-        0.9,
+        Rule(correlation=0.9),
     )
     assert finding.code == "leakage.near_duplicate" and finding.level == "warn"
     assert finding.evidence["pairs"] == 1
@@ -140,8 +141,12 @@ def test_strict_turns_a_fail_into_a_failed_stage(tmp_path) -> None:
     doctor.enforce([doctor.Finding("x", "warn", "w")], strict=True, stage="e", where=tmp_path)
 
 
-def test_balance_stage_reports_copies_in_the_raw_folder(tmp_path: Path, params) -> None:
-    """A folder source with resized copies of its own photos: the doctor finds them."""
+@pytest.mark.parametrize("group", [False, True])
+def test_balance_groups_copies_in_the_raw_folder_or_reports_them(
+    tmp_path: Path, params, group: bool
+) -> None:
+    """A folder source with resized copies of its own photos: balance keeps each photo and its
+    copy in one split (group_near_copies: true), or splits them and the doctor finds them."""
     photos = tmp_path / "photos"
     for label in ("cat", "dog"):
         (photos / label).mkdir(parents=True)
@@ -151,15 +156,24 @@ def test_balance_stage_reports_copies_in_the_raw_folder(tmp_path: Path, params) 
         image.save(photos / label / f"{i:03d}.jpg", quality=92)
         if i < 12:  # a resized, re-encoded copy of the same photo
             image.resize((120, 120)).save(photos / label / f"{i:03d}_copy.jpg", quality=70)
-    p = tiny_params(params, **{"data.source": "folder", "data.min_per_class": 5})
+    p = tiny_params(
+        params,
+        **{"data.source": "folder", "data.min_per_class": 5, "balance.group_near_copies": group},
+    )
     p["data"]["folder"]["path"] = str(photos)
     config, layout = parse_config(p), Layout(tmp_path)
     download(config, layout)
     plan(config, layout)
     report = balance(config, layout)
     found = {f["code"]: f for f in report["doctor"]["findings"]}
-    assert "leakage.near_duplicate" in found, report["doctor"]
-    assert report["doctor"]["status"] == "warn"
+    if group:
+        assert report["doctor"]["status"] == "ok", report["doctor"]
+        assert report["near_copy_groups"]["groups"] == 12
+        assert report["near_copy_groups"]["broken"] == 0
+    else:
+        assert "leakage.near_duplicate" in found, report["doctor"]
+        assert report["doctor"]["status"] == "warn"
+        assert "near_copy_groups" not in report
     saved = json.loads(layout.balance_report.read_text())
     assert saved["doctor"] == report["doctor"]
 

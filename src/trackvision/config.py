@@ -149,6 +149,7 @@ class BalanceConfig(_Section):
     strategy: Literal[STRATEGIES]
     split: SplitRatios
     seed: Annotated[int, Field(ge=0)]
+    group_near_copies: bool  # near-copies go to one split together (false: split, then warn)
 
     @field_validator("split", mode="after")
     @classmethod

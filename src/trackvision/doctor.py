@@ -12,16 +12,20 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import stats
 
 from trackvision import atomic
 from trackvision.evaluation.confidence import wilson_interval
+
+if TYPE_CHECKING:
+    from trackvision.data.similarity import Rule
 
 log = logging.getLogger(__name__)
 
@@ -71,38 +75,93 @@ def check_exact_leakage(hashes: Mapping[str, Sequence[str]], paths: Mapping[str,
 def check_near_duplicates(
     images: Mapping[str, np.ndarray],
     paths: Mapping[str, Sequence[str]],
-    correlation: float,
+    rule: Rule,
+    labels: Mapping[str, Sequence[str]] | None = None,
     limit: int = 5,
 ):
     """Near-identical images across splits: resized, re-encoded, slightly cropped or
     brightness-shifted copies that exact hashing misses. The search (``data/similarity.py``)
-    compares the structure of small grey thumbnails (``correlation`` or more), then their
-    contrast and colour, so distinct smooth pictures do not pass for copies; it runs in blocks,
-    so memory stays linear in the number of images."""
-    from trackvision.data.similarity import Rule, copy_pairs, describe
+    compares the structure of small grey thumbnails, then their contrast and colour, so distinct
+    smooth pictures do not pass for copies; it runs in blocks, so memory stays linear in the
+    number of images. With ``labels``, the evidence counts the pairs per class."""
+    from trackvision.data.similarity import copy_pair_blocks, describe
 
-    rule = Rule(correlation=correlation)
     described = {split: describe(np.asarray(imgs)) for split, imgs in images.items()}
     names = [n for n in described if len(described[n])]
     pairs: list[dict[str, Any]] = []
     count = 0
+    by_class: Counter[str] = Counter()
     for a_i, a in enumerate(names):
         for b in names[a_i + 1 :]:
-            for i, j, score in copy_pairs(described[a], described[b], rule):
-                count += 1
-                if len(pairs) < limit:
-                    pairs.append({a: paths[a][i], b: paths[b][j], "correlation": round(score, 4)})
+            for i, j, score in copy_pair_blocks(described[a], described[b], rule):
+                count += len(i)
+                if labels is not None:
+                    by_class.update(labels[a][k] for k in i.tolist())
+                for k in range(min(len(i), limit - len(pairs))):
+                    pairs.append(
+                        {
+                            a: paths[a][i[k]],
+                            b: paths[b][j[k]],
+                            "correlation": round(float(score[k]), 4),
+                        }
+                    )
     if not count:
         return []
+    most = ", ".join(f"{name} ({n})" for name, n in by_class.most_common(limit))
     return [
         Finding(
             "leakage.near_duplicate",
             "warn",
             f"{count} pair(s) of near-identical images across splits (resized, re-encoded, "
-            "cropped or brightness-shifted copies): they inflate the scores",
-            {"pairs": count, "correlation": correlation, "examples": pairs},
+            "cropped or brightness-shifted copies): they inflate the scores"
+            + (f"; most in class(es) {most}" if most else ""),
+            {
+                "pairs": count,
+                "correlation": rule.correlation,
+                "pairs_by_class": dict(by_class.most_common()),
+                "examples": pairs,
+            },
         )
     ]
+
+
+def check_split_groups(grouping: Mapping[str, Any]):
+    """Near-copy groups balance could not keep in one split, and groups that mix classes."""
+    findings = []
+    if grouping.get("broken"):
+        classes = grouping["broken_classes"]
+        shown = ", ".join(classes[:10]) + (
+            f" and {len(classes) - 10} more" if len(classes) > 10 else ""
+        )
+        findings.append(
+            Finding(
+                "leakage.groups_split",
+                "warn",
+                f"{grouping['broken']} group(s) of near-copies ({grouping['broken_images']} "
+                f"images) were too large to keep in one split, so class(es) {shown} could not "
+                "be kept apart; the near-copy check counts the pairs that still cross",
+                {
+                    k: grouping[k]
+                    for k in ("broken", "broken_images", "broken_classes", "broken_examples")
+                },
+            )
+        )
+    if grouping.get("mixed_label_groups"):
+        first = grouping["mixed_label_examples"][0]
+        findings.append(
+            Finding(
+                "label_conflict.near_copy",
+                "warn",
+                f"{grouping['mixed_label_groups']} group(s) of near-copies hold more than one "
+                f"class (first: {first['example']}, classes {first['classes']}): kept together "
+                "in one split, labels as given; check that they are right",
+                {
+                    "count": grouping["mixed_label_groups"],
+                    "examples": grouping["mixed_label_examples"],
+                },
+            )
+        )
+    return findings
 
 
 def check_label_conflicts(conflicts: Sequence[Mapping[str, Any]], limit: int = 5):

@@ -21,7 +21,8 @@ from tqdm import tqdm
 from trackvision.data.images import ImageDecodeError, load_image
 from trackvision.data.packed import SPLITS, Split
 from trackvision.data.rawset import RawItem, read_raw
-from trackvision.data.splits import stratified_split
+from trackvision.data.similarity import Rule, describe, near_copy_groups
+from trackvision.data.splits import grouped_stratified_split, stratified_split
 from trackvision.errors import DataError
 
 STRATEGIES = ("undersample", "oversample", "none")
@@ -107,12 +108,15 @@ def build_balanced_set(
     relative_to: Path | None = None,
     presplit: bool = False,
     workers: int = 0,
+    near_copies: Rule | None = None,
 ) -> BalancedSet:
     """Decode every image once, drop unreadable files and duplicates, split and balance.
 
     With ``presplit`` the raw data carries an official test split: it is kept as given
     (ratios.test is ignored) and validation is carved from train alone. The same picture under two
     classes is a label conflict: every copy of it is left out, and the report names them.
+    With ``near_copies``, images that rule calls copies of each other (directly or through a
+    chain) form a group, and each group goes to one split whole (``grouped_stratified_split``).
     """
     if strategy not in STRATEGIES:
         raise DataError(f"balance.strategy: {strategy!r} is not one of {', '.join(STRATEGIES)}")
@@ -137,14 +141,19 @@ def build_balanced_set(
             f"{len(kept.conflicts)} label conflict(s): {too_small}"
         )
 
+    fixed = kept.given_test if presplit else np.zeros(len(labels_arr), dtype=bool)
     if presplit:
-        fixed = kept.given_test
         share = ratios["train"] + ratios["val"]
-        carve = {"train": ratios["train"] / share, "val": ratios["val"] / share, "test": 0.0}
-        assignment = np.full(len(labels_arr), "test", dtype=object)
-        assignment[~fixed] = stratified_split(labels_arr[~fixed], carve, seed)
+        ratios = {"train": ratios["train"] / share, "val": ratios["val"] / share, "test": 0.0}
+    assignment = np.full(len(labels_arr), "test", dtype=object)
+    grouping: dict = {}
+    if near_copies is None:
+        assignment[~fixed] = stratified_split(labels_arr[~fixed], ratios, seed)
     else:
-        assignment = stratified_split(labels_arr, ratios, seed)
+        groups = near_copy_groups(describe(kept.images), near_copies)
+        assignment[~fixed], grouping = _split_groups(
+            groups, fixed, labels_arr, ratios, seed, classes, kept.paths
+        )
     rng = np.random.default_rng(seed + 1)
     splits, manifest = {}, []
     for name in SPLITS:
@@ -178,7 +187,63 @@ def build_balanced_set(
         "duplicates": kept.duplicates,
         "conflicts": kept.conflicts,
     }
+    if grouping:
+        report["near_copy_groups"] = grouping
     return BalancedSet(classes, splits, manifest, report)
+
+
+def _split_groups(
+    groups: np.ndarray,
+    fixed: np.ndarray,
+    labels: np.ndarray,
+    ratios: dict[str, float],
+    seed: int,
+    classes: list[str],
+    paths: list[str],
+    limit: int = 5,
+) -> tuple[np.ndarray, dict]:
+    """The split of every image not in a given test split, whole groups at a time, and a report.
+
+    A group with an image in a given test split cannot follow it there (that split is the
+    source's own), so its other images are split one by one and the group counts as broken.
+    """
+    free = np.flatnonzero(~fixed)
+    touching = np.isin(groups[free], groups[fixed])
+    free_groups = groups[free].copy()
+    free_groups[touching] = groups.max() + 1 + np.arange(int(touching.sum()))
+    result = grouped_stratified_split(labels[free], free_groups, ratios, seed)
+    broken = [free[b] for b in result.broken] + _by_group(free[touching], groups)
+    members = np.unique(np.stack([groups, labels]), axis=1)  # (group, label) pairs, once each
+    ids, labels_per_group = np.unique(members[0], return_counts=True)
+    mixed = ids[labels_per_group > 1]
+
+    def describe_group(idx: np.ndarray) -> dict:
+        names = [classes[c] for c in labels[idx]]
+        return {"size": len(idx), "classes": dict(Counter(names)), "example": paths[idx[0]]}
+
+    sizes = np.bincount(groups)
+    return result.assignment, {
+        "groups": int((sizes > 1).sum()),
+        "images_in_groups": int(sizes[sizes > 1].sum()),
+        "largest": int(sizes.max(initial=0)),
+        "broken": len(broken),
+        "broken_images": int(sum(len(b) for b in broken)),
+        "broken_examples": [describe_group(b) for b in broken[:limit]],
+        "broken_classes": sorted({classes[c] for b in broken for c in labels[b]}),
+        "mixed_label_groups": len(mixed),
+        "mixed_label_examples": [
+            describe_group(m)
+            for m in _by_group(np.flatnonzero(np.isin(groups, mixed[:limit])), groups)
+        ],
+    }
+
+
+def _by_group(indices: np.ndarray, groups: np.ndarray) -> list[np.ndarray]:
+    """``indices`` cut into one sorted array per group id, groups in increasing id."""
+    indices = np.sort(indices)
+    order = np.argsort(groups[indices], kind="stable")
+    _, counts = np.unique(groups[indices], return_counts=True)
+    return np.split(indices[order], np.cumsum(counts)[:-1]) if len(indices) else []
 
 
 @dataclass

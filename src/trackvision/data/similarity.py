@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
+from scipy import sparse
+from scipy.sparse import csgraph
 
 SIDE = 16  # thumbnail side: small enough to ignore re-encoding, large enough to keep layout
 FLAT_STD = 1.0  # grey levels: a thumbnail with less spread than this has no structure to match
@@ -112,7 +114,7 @@ def _needed(a: Descriptors, i: np.ndarray, b: Descriptors, j: np.ndarray, rule: 
     return np.where(smooth, rule.smooth_correlation, rule.correlation)
 
 
-def _flat_pairs(a: Descriptors, b: Descriptors, rule: Rule) -> Iterator[tuple[int, int, float]]:
+def _flat_pairs(a: Descriptors, b: Descriptors, rule: Rule, upper: bool) -> PairBlocks:
     """Flat pictures have no structure: copies only when their thumbnails nearly agree."""
     fa, fb = np.flatnonzero(a.spread < FLAT_STD), np.flatnonzero(b.spread < FLAT_STD)
     if not len(fa) or not len(fb):
@@ -121,27 +123,67 @@ def _flat_pairs(a: Descriptors, b: Descriptors, rule: Rule) -> Iterator[tuple[in
     for start in range(0, len(fa), step):
         rows = fa[start : start + step]
         diff = np.abs(a.thumbnail[rows, None, :] - b.thumbnail[None, fb, :]).mean(axis=2)
-        for r, c in zip(*np.nonzero(diff <= rule.flat_difference), strict=True):
-            colour = np.abs(a.chroma[rows[r]] - b.chroma[fb[c]]).max()
-            if colour <= rule.chroma:
-                yield int(rows[r]), int(fb[c]), float(1.0 - diff[r, c] / 255.0)
+        r, c = np.nonzero(diff <= rule.flat_difference)
+        i, j = rows[r], fb[c]
+        keep = np.abs(a.chroma[i] - b.chroma[j]).max(axis=1) <= rule.chroma
+        if upper:
+            keep &= j > i
+        if keep.any():
+            yield i[keep], j[keep], 1.0 - diff[r[keep], c[keep]] / 255.0
+
+
+PairBlocks = Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+def copy_pair_blocks(
+    a: Descriptors, b: Descriptors | None = None, rule: Rule = Rule(), block: int = 1024
+) -> PairBlocks:
+    """The pairs ``rule`` calls copies, as arrays (indices in a, indices in b, correlations).
+
+    With ``b`` None, the pairs inside ``a``, each once (i < j). Rows of ``a`` are scored
+    ``block`` at a time: peak memory is ``block * len(b)`` floats whatever the sizes.
+    """
+    upper = b is None
+    b = a if b is None else b
+    if not len(a) or not len(b):
+        return
+    for start in range(0, len(a), block):
+        first = start if upper else 0  # inside one set, only the columns right of the diagonal
+        scores = a.structure[start : start + block] @ b.structure[first:].T
+        ii, jj = np.nonzero(scores >= rule.correlation)
+        i, j = ii + start, jj + first
+        keep = _confirm(a, i, b, j, rule) & (scores[ii, jj] >= _needed(a, i, b, j, rule))
+        if upper:
+            keep &= j > i
+        if keep.any():
+            yield i[keep], j[keep], scores[ii[keep], jj[keep]]
+    yield from _flat_pairs(a, b, rule, upper)
 
 
 def copy_pairs(
     a: Descriptors, b: Descriptors, rule: Rule = Rule(), block: int = 1024
 ) -> Iterator[tuple[int, int, float]]:
-    """Every pair (index in a, index in b, correlation) that ``rule`` calls a copy.
+    """Every pair (index in a, index in b, correlation) that ``rule`` calls a copy."""
+    for i, j, score in copy_pair_blocks(a, b, rule, block):
+        yield from zip(i.tolist(), j.tolist(), score.astype(float).tolist(), strict=True)
 
-    Rows of ``a`` are scored ``block`` at a time against all of ``b``: peak memory is
-    ``block * len(b)`` floats whatever the sizes.
+
+def near_copy_groups(d: Descriptors, rule: Rule = Rule(), block: int = 1024) -> np.ndarray:
+    """A group id per image: images joined by a chain of copy pairs share one (0..groups-1).
+
+    The pairs are folded into the groups block by block (scipy's connected components over
+    the current groups plus the block's pairs), so memory stays linear in the images even when
+    a group holds millions of pairs.
     """
-    if not len(a) or not len(b):
-        return
-    for start in range(0, len(a), block):
-        scores = a.structure[start : start + block] @ b.structure.T
-        ii, jj = np.nonzero(scores >= rule.correlation)
-        keep = _confirm(a, ii + start, b, jj, rule)
-        keep &= scores[ii, jj] >= _needed(a, ii + start, b, jj, rule)
-        for i, j in zip(ii[keep].tolist(), jj[keep].tolist(), strict=True):
-            yield start + i, j, float(scores[i, j])
-    yield from _flat_pairs(a, b, rule)
+    groups = np.arange(len(d))
+    for i, j, _ in copy_pair_blocks(d, None, rule, block):
+        a, b = groups[i], groups[j]
+        apart = a != b
+        if not apart.any():
+            continue
+        edges = sparse.coo_matrix(
+            (np.ones(int(apart.sum()), dtype=np.int8), (a[apart], b[apart])), (len(d), len(d))
+        )
+        _, merged = csgraph.connected_components(edges, directed=False)
+        groups = merged[groups]
+    return np.unique(groups, return_inverse=True)[1]  # compact ids: 0..groups-1

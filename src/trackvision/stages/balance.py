@@ -9,6 +9,7 @@ from trackvision import atomic, doctor
 from trackvision.config import Config
 from trackvision.data.balance import BalancedSet, build_balanced_set
 from trackvision.data.packed import write_classes, write_split
+from trackvision.data.similarity import Rule
 from trackvision.layout import Layout
 from trackvision.stages.plan import read_decode_size
 
@@ -28,6 +29,7 @@ def balance(config: Config, layout: Layout) -> dict[str, Any]:
         relative_to=layout.root,
         presplit=config.data.presplit,
         workers=config.data.workers,
+        near_copies=near_copy_rule(config) if config.balance.group_near_copies else None,
     )
     with atomic.atomic_path(layout.balanced) as tmp:
         for name, split in result.splits.items():
@@ -51,15 +53,22 @@ def balance(config: Config, layout: Layout) -> dict[str, Any]:
     return result.report
 
 
+def near_copy_rule(config: Config) -> Rule:
+    """The copy rule balance groups by and the doctor checks with: one rule for both."""
+    return Rule(correlation=config.doctor.near_duplicate_correlation)
+
+
 def split_findings(result: BalancedSet, config: Config) -> list[doctor.Finding]:
     """Leakage between the splits (exact and near copies) and training-class imbalance."""
     by_split = {name: [r for r in result.manifest if r["split"] == name] for name in result.splits}
     hashes = {name: [r["sha256"] for r in rows] for name, rows in by_split.items()}
     paths = {name: [r["path"] for r in rows] for name, rows in by_split.items()}
+    labels = {name: [r["label"] for r in rows] for name, rows in by_split.items()}
     images = {name: split.images for name, split in result.splits.items()}
     return [
         *doctor.check_exact_leakage(hashes, paths),
-        *doctor.check_near_duplicates(images, paths, config.doctor.near_duplicate_correlation),
+        *doctor.check_near_duplicates(images, paths, near_copy_rule(config), labels),
+        *doctor.check_split_groups(result.report.get("near_copy_groups", {})),
         *doctor.check_label_conflicts(result.report["conflicts"]),
         *doctor.check_imbalance(result.report["after"]["train"], config.balance.strategy),
     ]
