@@ -42,13 +42,24 @@ def _photos() -> tuple[np.ndarray, ...]:
     return tuple(load_sample_images().images)
 
 
-def photo_tile(k: int) -> Image.Image:
-    """The k-th distinct photo (k < 384): a disjoint tile in one of its 8 orientations."""
-    tile, turn = k % 48, (k // 48) % 8
+@functools.cache
+def _textured_tiles() -> tuple[int, ...]:
+    """Tiles with detail: the flat sky tiles of the photos look alike whatever their place."""
+    return tuple(k for k in range(48) if np.asarray(_tile(k).convert("L"), float).std() >= 25)
+
+
+def _tile(tile: int) -> Image.Image:
     photo = _photos()[tile // 24]
     y, x = (tile % 24) // 6 * TILE, (tile % 24) % 6 * TILE
-    img = Image.fromarray(photo[y : y + TILE, x : x + TILE]).resize((BASE, BASE))
-    img = img.rotate(90 * (turn % 4))
+    return Image.fromarray(photo[y : y + TILE, x : x + TILE]).resize((BASE, BASE))
+
+
+def photo_tile(k: int, textured: bool = False) -> Image.Image:
+    """The k-th distinct photo: a disjoint tile in one of its 8 orientations (k < 384), or of
+    the textured tiles alone."""
+    tiles = _textured_tiles() if textured else tuple(range(48))
+    tile, turn = tiles[k % len(tiles)], (k // len(tiles)) % 8
+    img = _tile(tile).rotate(90 * (turn % 4))
     return img.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if turn >= 4 else img
 
 
@@ -93,13 +104,19 @@ def _jpeg(img: Image.Image, quality: int) -> Image.Image:
     return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
 
 
-def edited(rng: np.random.Generator, img: Image.Image, edit: str) -> Image.Image:
-    """One edited copy: resized, re-encoded, cropped by 2-8% a side, or brightness-shifted."""
+def edited(
+    rng: np.random.Generator, img: Image.Image, edit: str, centred_crops: bool = False
+) -> Image.Image:
+    """One edited copy: resized, re-encoded, cropped by 2-8% a side (or, centred, 2-6% on
+    every side), or brightness-shifted."""
     if edit == "resized":
         side = int(rng.integers(80, 200))
         return img.resize((side, side), Image.Resampling.BILINEAR)
     if edit == "reencoded":
         return _jpeg(img, int(rng.integers(30, 76)))
+    if edit == "cropped" and centred_crops:
+        cut = int(BASE * rng.uniform(0.02, 0.06))
+        return img.crop((cut, cut, BASE - cut, BASE - cut))
     if edit == "cropped":
         left, top, right, bottom = (BASE * rng.uniform(0.02, 0.08, 4)).astype(int)
         return img.crop((left, top, BASE - right, BASE - bottom))
@@ -140,18 +157,24 @@ class Gallery:
 
 
 def picture(rng: np.random.Generator, kind: str, photo_index: int) -> Image.Image:
-    if kind == "photo":
-        return photo_tile(photo_index)
+    if kind in ("photo", "textured_photo"):
+        return photo_tile(photo_index, textured=kind == "textured_photo")
     return {"gradient": gradient, "blurred_noise": blurred_noise, "wall": wall}[kind](rng)
 
 
 def bursts(
-    originals: int, copies: int | None, distinct: int, seed: int = 0, kinds=KINDS
+    originals: int,
+    copies: int | None,
+    distinct: int,
+    seed: int = 0,
+    kinds=KINDS,
+    centred_crops: bool = False,
 ) -> Gallery:
     """``originals`` pictures, each with a burst of edited copies, then ``distinct`` more.
 
     ``copies`` per original (each edit in turn), or ``None`` for 1 to 4 in turn. The kinds take
-    turns; the photo tiles are all different, so at most 384 photos in all.
+    turns; the photo tiles are all different, so at most 384 photos in all ("photo"), or 248 of
+    the textured ones ("textured_photo").
     """
     rng = np.random.default_rng(seed)
     gallery = Gallery()
@@ -159,10 +182,10 @@ def bursts(
     for i in range(originals + distinct):
         kind = kinds[i % len(kinds)]
         img = picture(rng, kind, photos)
-        photos += kind == "photo"
+        photos += kind.endswith("photo")
         gallery.add(img, i, kind, "original")
         if i < originals:
             for k in range(copies if copies is not None else 1 + i % 4):
                 edit = EDITS[(i + k) % len(EDITS)]
-                gallery.add(edited(rng, img, edit), i, kind, edit)
+                gallery.add(edited(rng, img, edit, centred_crops), i, kind, edit)
     return gallery

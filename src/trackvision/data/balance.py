@@ -1,7 +1,8 @@
 """Decode, de-duplicate, split (stratified) and balance a folder of images by class.
 
 Order matters for leakage: exact duplicates are removed *before* splitting, so one picture can never
-sit in two splits; oversampling repeats images *after* splitting and only inside the training split.
+sit in two splits; near-copies (``data/similarity.py``) are grouped before splitting and each group
+goes to one split; oversampling repeats images *after* splitting and only inside the training split.
 """
 
 from __future__ import annotations
