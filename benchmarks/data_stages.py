@@ -16,6 +16,7 @@ from pathlib import Path
 
 from trackvision.atomic import write_json
 from trackvision.data.balance import build_balanced_set
+from trackvision.data.similarity import Rule
 from trackvision.data.sources.synthetic_text import generate_image
 
 log = logging.getLogger("bench")
@@ -39,6 +40,7 @@ def run(folder: Path, workers: int, image_size: int) -> float:
         seed=0,
         min_per_class=1,
         workers=workers,
+        near_copies=Rule(),  # the default: balance groups near-copies before splitting
     )
     seconds = time.perf_counter() - start
     return sum(len(s) for s in result.splits.values()) / seconds

@@ -7,7 +7,7 @@ import io
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
-from trackvision.data.similarity import copy_pairs, describe
+from trackvision.data.similarity import copy_pairs, describe, near_copy_groups
 from trackvision.data.sources.synthetic_text import generate_image
 
 
@@ -83,3 +83,15 @@ def test_block_wise_search_equals_the_full_search() -> None:
         assert [(i, j) for i, j, _ in parts] == [(i, j) for i, j, _ in whole]
         assert np.allclose([c for *_, c in parts], [c for *_, c in whole], atol=1e-5)
     assert {(i, j) for i, j, _ in whole} >= {(int(k), j) for j, k in enumerate(picks)}
+
+
+def test_groups_join_chains_of_copies_whatever_the_block_size() -> None:
+    base = [generate_image(12, i, 96, bool(i % 2)) for i in range(30)]
+    chain = [base[0].resize((80, 80)), _jpeg(base[0].resize((80, 80)), 50)]  # a copy of a copy
+    images = np.stack([_decoded(im) for im in base + chain + [_jpeg(base[5], 60)]])
+    described = describe(images)
+    groups = near_copy_groups(described, block=len(images))
+    assert groups[0] == groups[30] == groups[31] and groups[5] == groups[32]
+    assert len(set(groups.tolist())) == len(images) - 3
+    for block in (1, 4, 9):
+        assert near_copy_groups(described, block=block).tolist() == groups.tolist()
