@@ -92,14 +92,14 @@ def check_near_duplicates(
     count = 0
     by_class: Counter[str] = Counter()
     for a_i, a in enumerate(names):
+        if labels is not None:
+            class_names, codes = np.unique(np.asarray(labels[a]), return_inverse=True)
         for b in names[a_i + 1 :]:
             for i, j, score in copy_pair_blocks(described[a], described[b], rule):
                 count += len(i)
                 if labels is not None:
-                    found, codes = np.unique(np.asarray(labels[a])[i], return_inverse=True)
-                    by_class.update(
-                        dict(zip(found.tolist(), np.bincount(codes).tolist(), strict=True))
-                    )
+                    n = np.bincount(codes[i], minlength=len(class_names))
+                    by_class.update({class_names[k]: int(n[k]) for k in np.flatnonzero(n)})
                 for k in range(min(len(i), limit - len(pairs))):
                     pairs.append(
                         {
