@@ -7,7 +7,7 @@ off-centre by 2-8% a side, brightness-shifted), among distinct pictures of the s
 rule runs over the whole gallery as balance runs it, and every pair is labelled, so precision
 and recall are exact counts; "groups" counts the bursts that the copy pairs leave in pieces and
 the groups that glue distinct originals together. Usage:
-    python benchmarks/near_duplicates.py [--originals 300] [--size 64]
+    python benchmarks/near_duplicates.py [--originals 300] [--size 64] [--seed 0]
         [--out reports/bench_near_duplicates.json]
 """
 
@@ -33,8 +33,8 @@ from trackvision.data.similarity import copy_pair_blocks, describe, near_copy_gr
 log = logging.getLogger("bench")
 
 
-def score(originals: int, size: int) -> dict:
-    gallery = bursts(originals, None, 2 * originals)
+def score(originals: int, size: int, seed: int = 0) -> dict:
+    gallery = bursts(originals, None, 2 * originals, seed)
     described = describe(gallery.decoded(size))
     found = set()
     for i, j, _ in copy_pair_blocks(described):
@@ -70,10 +70,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--originals", type=int, default=300)
     parser.add_argument("--size", type=int, default=64, help="decode size (data.image_size)")
+    parser.add_argument("--seed", type=int, default=0, help="another seed, another gallery")
     parser.add_argument("--out", type=Path, default=Path("reports/bench_near_duplicates.json"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    result = {"size": args.size, "originals": args.originals, **score(args.originals, args.size)}
+    result = {
+        "size": args.size,
+        "originals": args.originals,
+        "seed": args.seed,
+        **score(args.originals, args.size, args.seed),
+    }
     write_json(args.out, result)
     print(json.dumps(result, indent=2))
 

@@ -51,7 +51,7 @@ def test_a_resized_re_encoded_copy_across_splits_is_a_near_duplicate() -> None:
     clean = doctor.check_near_duplicates(
         {"train": train, "test": np.stack(test_images)},
         {"train": [f"t{i}" for i in range(30)], "test": [f"s{i}" for i in range(10)]},
-        Rule(correlation=0.9),
+        Rule(),
     )
     assert clean == []
     # Image 7 again, 1.5x larger and saved as a low-quality JPEG: a different file, same photo.
@@ -62,7 +62,7 @@ def test_a_resized_re_encoded_copy_across_splits_is_a_near_duplicate() -> None:
     (finding,) = doctor.check_near_duplicates(
         {"train": train, "test": np.stack(test_images)},
         {"train": [f"t{i}" for i in range(30)], "test": [f"s{i}" for i in range(10)]},
-        Rule(correlation=0.9),
+        Rule(),
     )
     assert finding.code == "leakage.near_duplicate" and finding.level == "warn"
     assert finding.evidence["pairs"] == 1

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -77,55 +76,71 @@ def check_near_duplicates(
     paths: Mapping[str, Sequence[str]],
     rule: Rule,
     labels: Mapping[str, Sequence[str]] | None = None,
+    groups: Mapping[str, np.ndarray] | None = None,
     limit: int = 5,
 ):
-    """Near-identical images across splits: resized, re-encoded, slightly cropped or
-    brightness-shifted copies that exact hashing misses. The search (``data/similarity.py``)
-    compares the structure of small grey thumbnails, then their contrast and colour, so distinct
-    smooth pictures do not pass for copies; it runs in blocks, so memory stays linear in the
-    number of images. With ``labels``, the evidence counts the pairs per class."""
-    from trackvision.data.similarity import copy_pair_blocks, describe
+    """Near-identical images across splits: resized, re-encoded, cropped or brightness-shifted
+    copies that exact hashing misses. The copy rule (``data/similarity.py``) joins the images of
+    every split into near-copy groups; each two images of one group in two splits are a pair.
+    The search runs in blocks, so memory stays linear in the number of images. With ``labels``,
+    the evidence counts the pairs per class (pairs of two images of that class). ``groups``
+    (per split, each image's group) are the groups balance made with this rule over the same
+    images: the same answer without searching again."""
+    from trackvision.data.similarity import Descriptors, describe, near_copy_groups
 
-    described = {split: describe(np.asarray(imgs)) for split, imgs in images.items()}
-    names = [n for n in described if len(described[n])]
-    pairs: list[dict[str, Any]] = []
-    count = 0
-    by_class: Counter[str] = Counter()
-    for a_i, a in enumerate(names):
-        if labels is not None:
-            class_names, codes = np.unique(np.asarray(labels[a]), return_inverse=True)
-        for b in names[a_i + 1 :]:
-            for i, j, score in copy_pair_blocks(described[a], described[b], rule):
-                count += len(i)
-                if labels is not None:
-                    n = np.bincount(codes[i], minlength=len(class_names))
-                    by_class.update({class_names[k]: int(n[k]) for k in np.flatnonzero(n)})
-                for k in range(min(len(i), limit - len(pairs))):
-                    pairs.append(
-                        {
-                            a: paths[a][i[k]],
-                            b: paths[b][j[k]],
-                            "correlation": round(float(score[k]), 4),
-                        }
-                    )
-    if not count:
+    names = [n for n in images if len(images[n])]
+    if len(names) < 2:
         return []
-    most = ", ".join(f"{name} ({n})" for name, n in by_class.most_common(limit))
+    split = np.concatenate([np.full(len(images[n]), k) for k, n in enumerate(names)])
+    offset = np.concatenate([np.arange(len(images[n])) for n in names])
+    if groups is not None:
+        group = np.concatenate([np.asarray(groups[n]) for n in names])
+    else:
+        described = [describe(np.asarray(images[n])) for n in names]
+        group = near_copy_groups(Descriptors.concat(described), rule)
+    count = _cross_pairs(group, split, len(names))
+    if not count.sum():
+        return []
+    by_class: dict[str, int] = {}
+    if labels is not None:
+        label = np.concatenate([np.asarray(labels[n], dtype=object) for n in names])
+        for name in sorted(set(label.tolist())):
+            mine = label == name
+            n = int(_cross_pairs(group[mine], split[mine], len(names)).sum())
+            if n:
+                by_class[name] = n
+    examples = []
+    for g in np.flatnonzero(count)[:limit]:
+        members = np.flatnonzero(group == g)
+        first = {names[split[m]]: paths[names[split[m]]][offset[m]] for m in members[::-1]}
+        examples.append({**dict(list(first.items())[:2]), "group_size": len(members)})
+    total = int(count.sum())
+    ranked = sorted(by_class.items(), key=lambda kv: -kv[1])
+    most = ", ".join(f"{name} ({n})" for name, n in ranked[:limit])
     return [
         Finding(
             "leakage.near_duplicate",
             "warn",
-            f"{count} pair(s) of near-identical images across splits (resized, re-encoded, "
+            f"{total} pair(s) of near-identical images across splits (resized, re-encoded, "
             "cropped or brightness-shifted copies): they inflate the scores"
             + (f"; most in class(es) {most}" if most else ""),
             {
-                "pairs": count,
+                "pairs": total,
                 "correlation": rule.correlation,
-                "pairs_by_class": dict(by_class.most_common()),
-                "examples": pairs,
+                "pairs_by_class": dict(ranked),
+                "examples": examples,
             },
         )
     ]
+
+
+def _cross_pairs(groups: np.ndarray, split: np.ndarray, splits: int) -> np.ndarray:
+    """Per group, how many pairs of its images sit in two different splits."""
+    if not len(groups):
+        return np.zeros(0, dtype=np.int64)
+    per = np.zeros((int(groups.max()) + 1, splits), dtype=np.int64)
+    np.add.at(per, (groups, split), 1)
+    return (per.sum(axis=1) ** 2 - (per**2).sum(axis=1)) // 2
 
 
 def check_split_groups(grouping: Mapping[str, Any]):

@@ -80,7 +80,7 @@ def gradient(rng: np.random.Generator) -> Image.Image:
 
 def blurred_noise(rng: np.random.Generator) -> Image.Image:
     """Soft blobs around one palette colour: noise blurred, then stretched to a visible contrast."""
-    blurred = ndimage.gaussian_filter(rng.normal(0, 1, (BASE, BASE)), rng.uniform(3, 12))
+    blurred = ndimage.gaussian_filter(rng.normal(0, 1, (BASE, BASE)), rng.uniform(4, 16))
     field = (blurred - blurred.mean()) / max(float(blurred.std()), 1e-6) * rng.uniform(6, 40)
     return Image.fromarray(np.clip(_near(rng, 20) + field[..., None], 0, 255).astype(np.uint8))
 
@@ -185,7 +185,7 @@ def bursts(
         photos += kind.endswith("photo")
         gallery.add(img, i, kind, "original")
         if i < originals:
-            for k in range(copies if copies is not None else 1 + i % 4):
+            for k in range(copies if copies is not None else 1 + i // len(kinds) % 4):
                 edit = EDITS[(i + k) % len(EDITS)]
                 gallery.add(edited(rng, img, edit, centred_crops), i, kind, edit)
     return gallery

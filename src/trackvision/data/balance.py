@@ -37,6 +37,7 @@ class BalancedSet:
     splits: dict[str, Split]
     manifest: list[dict[str, str]]
     report: dict = field(default_factory=dict)
+    groups: dict[str, np.ndarray] | None = None  # per split, each image's near-copy group
 
 
 Decoded = tuple[str, "np.ndarray | None", str]  # (sha256 of the bytes, pixels or None, reason)
@@ -148,6 +149,7 @@ def build_balanced_set(
         ratios = {"train": ratios["train"] / share, "val": ratios["val"] / share, "test": 0.0}
     assignment = np.full(len(labels_arr), "test", dtype=object)
     grouping: dict = {}
+    groups = None
     if near_copies is None:
         assignment[~fixed] = stratified_split(labels_arr[~fixed], ratios, seed)
     else:
@@ -156,12 +158,14 @@ def build_balanced_set(
             groups, fixed, labels_arr, ratios, seed, classes, kept.paths
         )
     rng = np.random.default_rng(seed + 1)
-    splits, manifest = {}, []
+    splits, manifest, split_groups = {}, [], {}
     for name in SPLITS:
         # Repeating images in val/test would only inflate the evaluation: oversample train alone.
         split_strategy = "none" if strategy == "oversample" and name != "train" else strategy
         idx = rebalance(np.flatnonzero(assignment == name), labels_arr, split_strategy, rng)
         splits[name] = Split(kept.images[idx], labels_arr[idx])
+        if groups is not None:
+            split_groups[name] = groups[idx]
         manifest += [
             {
                 "path": kept.paths[i],
@@ -190,7 +194,7 @@ def build_balanced_set(
     }
     if grouping:
         report["near_copy_groups"] = grouping
-    return BalancedSet(classes, splits, manifest, report)
+    return BalancedSet(classes, splits, manifest, report, split_groups or None)
 
 
 def _split_groups(

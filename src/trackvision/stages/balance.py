@@ -67,7 +67,7 @@ def split_findings(result: BalancedSet, config: Config) -> list[doctor.Finding]:
     images = {name: split.images for name, split in result.splits.items()}
     return [
         *doctor.check_exact_leakage(hashes, paths),
-        *doctor.check_near_duplicates(images, paths, near_copy_rule(config), labels),
+        *doctor.check_near_duplicates(images, paths, near_copy_rule(config), labels, result.groups),
         *doctor.check_split_groups(result.report.get("near_copy_groups", {})),
         *doctor.check_label_conflicts(result.report["conflicts"]),
         *doctor.check_imbalance(result.report["after"]["train"], config.balance.strategy),
