@@ -41,9 +41,6 @@ class GroupedSplit:
     """Each index's split, and the groups too large to keep in one split (their indices)."""
 
     assignment: np.ndarray
-    groups: int = 0  # groups of two or more images
-    grouped_images: int = 0
-    largest: int = 0
     broken: list[np.ndarray] = field(default_factory=list)
 
 
@@ -105,9 +102,6 @@ def grouped_stratified_split(
         if len(members) == 1:
             singles.append(int(position[members[0]]))
             continue
-        result.groups += 1
-        result.grouped_images += len(members)
-        result.largest = max(result.largest, len(members))
         if not place(members, need_room=True):
             result.broken.append(np.sort(members))
             singles += position[members].tolist()
